@@ -1,0 +1,314 @@
+"""The one engine: every defense trains, unlearns, predicts and scores through it."""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..types import PoisonedDataset
+from .data import DeviceData
+
+__all__ = ["Engine", "TrainConfig", "resolve_device"]
+
+_SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU; anything else is passed to torch.device."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+    return dev
+
+
+@dataclass
+class TrainConfig:
+    """One training (or fine-tuning, or unlearning) run.
+
+    epochs: passes over the learned samples (fractions allowed, e.g. 0.5).
+    lr: peak learning rate; schedule: onecycle (linear up for ``warmup`` of the run,
+    then linearly down to 0), cosine, or constant.
+    """
+
+    epochs: float = 10
+    lr: float = 0.1
+    batch_size: int = 256
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    warmup: float = 0.2
+    augment: bool = True
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule: expected one of {_SCHEDULES}, found {self.schedule!r}")
+        if not self.epochs > 0 or not self.lr > 0 or self.batch_size < 1:
+            raise ValueError(f"TrainConfig: expected epochs > 0, lr > 0, batch_size >= 1; found "
+                             f"epochs={self.epochs}, lr={self.lr}, batch_size={self.batch_size}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup: expected a fraction in [0, 1), found {self.warmup}")
+
+    def replace(self, **kw) -> "TrainConfig":
+        return TrainConfig(**{**asdict(self), **kw})
+
+
+class Engine:
+    """Trains and evaluates models on device-resident tensors.
+
+    device: 'auto' | 'cpu' | 'cuda[:i]'.
+    precision: 'bf16' (autocast bfloat16, CPU and CUDA), 'fp16' (CUDA autocast + GradScaler)
+        or 'fp32'. Scoring that needs exact small differences asks for fp32 explicitly.
+    channels_last: memory format for conv models (faster with autocast).
+    compile: wrap models with torch.compile for training.
+    seed: seeds data order and augmentation of every call (each call draws from a
+        generator seeded by (seed, call counter), so runs are reproducible).
+    max_device_bytes: above this the images stream from pinned host memory (CUDA only).
+    """
+
+    def __init__(self, device: str | torch.device = "auto", precision: str = "bf16",
+                 channels_last: bool = True, compile: bool = False, quiet: bool = False,
+                 seed: int = 0, max_device_bytes: Optional[int] = None):
+        if precision not in ("bf16", "fp16", "fp32"):
+            raise ValueError(f"precision: expected 'bf16', 'fp16' or 'fp32', found {precision!r}")
+        self.device = resolve_device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("precision 'fp16' needs CUDA; use 'bf16' or 'fp32' on CPU")
+        self.precision = precision
+        self.channels_last = channels_last
+        self.compile = compile
+        self.quiet = quiet
+        self.seed = int(seed)
+        self.max_device_bytes = max_device_bytes
+        self._calls = 0
+
+    # -- helpers --------------------------------------------------------------
+    def generator(self) -> torch.Generator:
+        """A fresh CPU generator; successive calls give successive, reproducible streams."""
+        self._calls += 1
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self._calls)
+
+    def autocast(self, enabled: bool = True):
+        if not enabled or self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def data(self, images, mean=None, std=None) -> DeviceData:
+        """Put images on the device once. ``images`` may be a PoisonedDataset or a tensor."""
+        if isinstance(images, DeviceData):
+            return images
+        if isinstance(images, PoisonedDataset):
+            mean, std, images = images.mean, images.std, images.images
+        if mean is None or std is None:
+            raise ValueError("Engine.data: mean and std are required for raw image tensors")
+        nbytes = images.numel() * images.element_size()
+        stream = self.max_device_bytes is not None and nbytes > self.max_device_bytes
+        return DeviceData(images, mean, std, self.device, stream=stream)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def _fmt(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def progress(self, it, **kw):
+        return tqdm(it, disable=self.quiet, leave=False, dynamic_ncols=True, **kw)
+
+    # -- training ---------------------------------------------------------------
+    def fit(self, model: nn.Module, data, labels: torch.Tensor, cfg: TrainConfig, *,
+            weights: Optional[torch.Tensor] = None, ascent_bound: Optional[float] = None,
+            ascent_batch: Optional[int] = None, desc: str = "train",
+            on_epoch: Optional[Callable[[int, nn.Module], Optional[dict]]] = None) -> list[dict]:
+        """Train ``model`` in place with SGD; returns one record per epoch.
+
+        labels: (N,) int64 targets (may differ from the dataset's, e.g. relabels).
+        weights: optional (N,) per-sample loss weights. 0 drops a sample; a negative weight
+            means gradient ascent (unlearning). When some weights are negative, each step
+            holds ``batch_size`` learned samples plus ``ascent_batch`` (default batch_size)
+            samples drawn from the unlearned set, and an epoch is one pass over the learned
+            samples (or over the unlearned ones when nothing is learned).
+        ascent_bound: ascent on a sample stops once its loss exceeds this bound
+            (bounded unlearning); None = unbounded.
+        on_epoch: called as on_epoch(epoch, model) after each epoch; a returned dict is
+            merged into that epoch's record.
+        """
+        data = self.data(data) if not isinstance(data, DeviceData) else data
+        n = len(data)
+        labels = labels.to(self.device).long()
+        if labels.shape != (n,):
+            raise ValueError(f"fit: expected {n} labels, found shape {tuple(labels.shape)}")
+        if weights is None:
+            weights = torch.ones(n)
+        weights = weights.float().cpu()
+        learn = torch.nonzero(weights > 0).flatten()
+        unlearn = torch.nonzero(weights < 0).flatten()
+        if len(learn) == 0 and len(unlearn) == 0:
+            raise ValueError("fit: every sample has weight 0; nothing to train on")
+        w_dev = weights.to(self.device)
+        gen = self.generator()
+        main = learn if len(learn) else unlearn
+        bs = min(cfg.batch_size, len(main))
+        steps_per_epoch = max(1, len(main) // bs)  # drop the last partial batch
+        total = max(1, int(round(cfg.epochs * steps_per_epoch)))
+        side_bs = 0 if len(learn) == 0 or len(unlearn) == 0 else min(ascent_batch or cfg.batch_size,
+                                                                      len(unlearn))
+        was_training = model.training
+        model = self.prepare(model)
+        net = torch.compile(model) if self.compile else model
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                              nesterov=cfg.nesterov and cfg.momentum > 0,
+                              weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, total))
+        scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        model.train()
+        history: list[dict] = []
+        step, epoch = 0, 0
+        bar = self.progress(range(total), desc=desc)
+        t0 = time.perf_counter()
+        while step < total:
+            order = main[torch.randperm(len(main), generator=gen)]
+            side = _cycle(unlearn, side_bs, gen) if side_bs else None
+            loss_sum, correct, seen = 0.0, 0, 0
+            for i in range(steps_per_epoch):
+                if step >= total:
+                    break
+                idx = order[i * bs:(i + 1) * bs]
+                if side is not None:
+                    idx = torch.cat([idx, next(side)])
+                x = self._fmt(data.batch(idx, augment=cfg.augment, generator=gen))
+                idx_d = idx.to(self.device)
+                y, w = labels[idx_d], w_dev[idx_d]
+                with self.autocast():
+                    out = net(x)
+                ce = F.cross_entropy(out.float(), y, reduction="none",
+                                     label_smoothing=cfg.label_smoothing)
+                loss = _weighted_loss(ce, w, ascent_bound)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                sched.step()
+                step += 1
+                bar.update(1)
+                with torch.no_grad():
+                    pos = w > 0
+                    loss_sum += float(ce[pos].sum()) if pos.any() else 0.0
+                    correct += int((out.argmax(1)[pos] == y[pos]).sum())
+                    seen += int(pos.sum())
+            record = {"epoch": epoch, "loss": loss_sum / max(seen, 1),
+                      "train_acc": correct / max(seen, 1),
+                      "seconds": round(time.perf_counter() - t0, 3)}
+            if on_epoch is not None:
+                model.eval()
+                extra = on_epoch(epoch, model)
+                model.train()
+                if extra:
+                    record.update(extra)
+            history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.3f}")
+            epoch += 1
+        bar.close()
+        model.train(was_training)
+        return history
+
+    # -- inference ----------------------------------------------------------------
+    def batches(self, data: DeviceData, batch_size: int) -> Iterator[torch.Tensor]:
+        n = len(data)
+        for s in range(0, n, batch_size):
+            yield torch.arange(s, min(s + batch_size, n))
+
+    @torch.no_grad()
+    def logits(self, model: nn.Module, data, batch_size: int = 1024,
+               fp32: bool = False) -> torch.Tensor:
+        """(N, K) float32 logits on the CPU, model in eval mode (its mode restored after)."""
+        data = self.data(data) if not isinstance(data, DeviceData) else data
+        was = model.training
+        model = self.prepare(model).eval()
+        out = []
+        for idx in self.batches(data, batch_size):
+            with self.autocast(not fp32):
+                out.append(model(self._fmt(data.batch(idx))).float().cpu())
+        model.train(was)
+        return torch.cat(out)
+
+    def predict(self, model: nn.Module, data, batch_size: int = 1024) -> torch.Tensor:
+        """(N,) int64 predicted classes."""
+        return self.logits(model, data, batch_size).argmax(1)
+
+    def accuracy(self, model: nn.Module, data, labels: torch.Tensor) -> float:
+        """Fraction of samples predicted as ``labels``; nan for an empty set."""
+        if len(labels) == 0:
+            return float("nan")
+        return float((self.predict(model, data) == labels.cpu()).float().mean())
+
+    def per_sample_loss(self, model: nn.Module, data, labels: torch.Tensor,
+                        batch_size: int = 1024) -> torch.Tensor:
+        """(N,) float32 cross-entropy per sample (fp32 logits)."""
+        lg = self.logits(model, data, batch_size, fp32=True)
+        return F.cross_entropy(lg, labels.cpu().long(), reduction="none")
+
+    @torch.no_grad()
+    def features(self, model: nn.Module, data, batch_size: int = 1024) -> torch.Tensor:
+        """(N, D) float32 penultimate features via ``model.forward_features``."""
+        if not hasattr(model, "forward_features"):
+            raise TypeError(f"{type(model).__name__} has no forward_features(x); models from "
+                            "advrbd_plugin.models have it, wrap others to expose it")
+        data = self.data(data) if not isinstance(data, DeviceData) else data
+        was = model.training
+        model = self.prepare(model).eval()
+        out = []
+        for idx in self.batches(data, batch_size):
+            with self.autocast():
+                out.append(model.forward_features(self._fmt(data.batch(idx))).float().cpu())
+        model.train(was)
+        return torch.cat(out)
+
+
+def _weighted_loss(ce: torch.Tensor, w: torch.Tensor, bound: Optional[float]) -> torch.Tensor:
+    """Mean of w*ce where ascent terms (w < 0) stop pushing once ce exceeds ``bound``."""
+    if bound is not None:
+        ce = torch.where((w < 0) & (ce > bound), ce.detach(), ce)
+    return (w * ce).sum() / ce.numel()
+
+
+def _cycle(index: torch.Tensor, size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless batches of ``size`` drawn from ``index`` in reshuffled passes."""
+    while True:
+        perm = index[torch.randperm(len(index), generator=gen)]
+        for s in range(0, len(perm) - size + 1, size):
+            yield perm[s:s + size]
+
+
+def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    if cfg.schedule == "constant":
+        return lambda s: 1.0
+    if cfg.schedule == "cosine":
+        return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    up = max(1, int(cfg.warmup * total))
+
+    def onecycle(s: int) -> float:
+        if s < up:
+            return (s + 1) / up
+        return max(0.0, (total - s) / max(1, total - up))
+
+    return onecycle
