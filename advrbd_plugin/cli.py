@@ -114,7 +114,7 @@ def _dispatch(a: argparse.Namespace) -> int:
         print(f"wrote {a.out}")
         return 0
     from .commands import dispatch_command
-    return dispatch_command(a)
+    return dispatch_command(a, _flags)
 
 
 def summary_table(rows: list[dict]) -> str:
