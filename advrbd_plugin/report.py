@@ -29,9 +29,10 @@ def plot_run(folder: Path, result, truth=None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for name, values in result.extra.get("score_sets", {}).items():
-        _hist(plt, folder / f"{name}_hist.png", torch.as_tensor(values), truth, name)
-    if result.scores is not None and "score_sets" not in result.extra:
+    for name, values in result.arrays.items():
+        if values.is_floating_point():
+            _hist(plt, folder / f"{name}_hist.png", values, truth, name)
+    if result.scores is not None:
         _hist(plt, folder / "scores_hist.png", result.scores, truth, "suspicion score")
     for stage, rows in result.history.items():
         rows = [r for r in rows if isinstance(r, dict) and "acc" in r]

@@ -306,16 +306,17 @@ def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[
 
 
 def _write_report(path: Path, result) -> None:
-    """poison_report.csv: index, score, flagged, relabel (only what the defense produced)."""
-    if result.scores is None and result.poison_mask is None:
+    """poison_report.csv: index, score, flagged, relabel, then the result's extra arrays."""
+    cols = {"score": result.scores, "flagged": result.poison_mask, "relabel": result.relabels,
+            **result.arrays}
+    cols = {k: v.cpu() for k, v in cols.items() if v is not None}
+    if not cols:
         return
-    n = len(result.scores if result.scores is not None else result.poison_mask)
+    n = len(next(iter(cols.values())))
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["index", "score", "flagged", "relabel"])
+    w.writerow(["index", *cols])
     for i in range(n):
-        w.writerow([i,
-                    "" if result.scores is None else f"{float(result.scores[i]):.6g}",
-                    "" if result.poison_mask is None else int(result.poison_mask[i]),
-                    "" if result.relabels is None else int(result.relabels[i])])
+        w.writerow([i, *(f"{float(v[i]):.6g}" if v.is_floating_point() else int(v[i])
+                         for v in cols.values())])
     atomic_write_text(path, buf.getvalue())

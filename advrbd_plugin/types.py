@@ -247,6 +247,8 @@ class DefenseResult:
     timings: stage name -> seconds.
     history: stage name -> list of per-epoch/round records.
     extra: any other JSON-friendly facts (seed set size, class histograms, ...).
+    arrays: other per-sample (N,) tensors worth keeping (e.g. the stage-1 KL), written as
+        extra columns of poison_report.csv and histogrammed, not put in ``to_dict``.
     """
 
     model: torch.nn.Module
@@ -256,6 +258,7 @@ class DefenseResult:
     timings: dict[str, float] = field(default_factory=dict)
     history: dict[str, list] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
