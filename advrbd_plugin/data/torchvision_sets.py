@@ -23,7 +23,7 @@ GTSRB_SIZE = 32
 def _missing(name: str, searched: list[Path], extra: str = "") -> DatasetNotFoundError:
     where = ", ".join(str(p.resolve()) for p in searched)
     return DatasetNotFoundError(
-        f"dataset {name!r}: not found under {where}. Point --data-root (root=...) at the folder "
+        f"dataset {name!r}: not found (or incomplete) under {where}. Point --data-root (root=...) at the folder "
         f"that holds it, or pass --download (download=True) to fetch it.{extra}")
 
 
