@@ -3,8 +3,8 @@
 v(i, j) = delta * sin(2 pi j f / W), added to every row and channel, then clamped.
 Default delta = 20 (0..255 scale), f = 6: the "default parameters" of Barni et al. in
 ABL's reference code. BackdoorBench uses 40 and backdoor-toolbox 30; we take 20, the
-stealthiest of the three and the one closest to the original paper; raise ``delta`` for
-a stronger (more visible) backdoor. Only target-class samples are poisoned and
+stealthiest of the three and the value attributed to the original paper; raise
+``delta`` for a stronger (more visible) backdoor. Only target-class samples are poisoned and
 their labels stay unchanged, so poison_ratio (a fraction of the WHOLE set) cannot
 exceed the target class's share. ``f`` counts periods across the width, as in the paper;
 below W = 2f pixels (e.g. 8x8 inputs with f = 6) the sinusoid aliases, so lower ``f`` there.
