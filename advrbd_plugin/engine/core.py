@@ -133,8 +133,11 @@ class Engine:
     # -- training ---------------------------------------------------------------
     def fit(self, model: nn.Module, data, labels: torch.Tensor, cfg: TrainConfig, *,
             weights: Optional[torch.Tensor] = None, ascent_bound: Optional[float] = None,
-            ascent_batch: Optional[int] = None, desc: str = "train",
-            on_epoch: Optional[Callable[[int, nn.Module], Optional[dict]]] = None) -> list[dict]:
+            ascent_batch: Optional[int] = None, unlearn: str = "ascent", desc: str = "train",
+            on_epoch: Optional[Callable[[int, nn.Module], Optional[dict]]] = None,
+            mix: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Generator],
+                                   tuple[torch.Tensor, torch.Tensor]]] = None,
+            loss_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> list[dict]:
         """Train ``model`` in place with SGD; returns one record per epoch.
 
         labels: (N,) int64 targets (may differ from the dataset's, e.g. relabels).
@@ -145,9 +148,20 @@ class Engine:
             samples (or over the unlearned ones when nothing is learned).
         ascent_bound: ascent on a sample stops once its loss exceeds this bound
             (bounded unlearning); None = unbounded.
+        unlearn: how negative-weight samples are unlearned: 'ascent' (gradient ascent on
+            their cross-entropy, the ABL / D-BR form) or 'complement' (descent on
+            -log(1 - p_y), which pushes p_y down with a strong gradient when the sample is
+            confidently fit and fades once it is not: bounded by construction).
         on_epoch: called as on_epoch(epoch, model) after each epoch; a returned dict is
             merged into that epoch's record.
+        mix: batch-level mixing (CutMix, MixUp): mix(x, y, generator) gets the normalized,
+            augmented batch (B, C, H, W) and its labels (B,) and returns (x', targets) with
+            targets (B, K) class probabilities; draw randomness from ``generator``.
+        loss_transform: maps the per-sample loss (B,) to the per-sample loss optimized, before
+            weights apply (e.g. ABL's local gradient ascent sign(l - gamma) * l).
         """
+        if unlearn not in ("ascent", "complement"):
+            raise ValueError(f"unlearn: expected 'ascent' or 'complement', found {unlearn!r}")
         data = self.data(data) if not isinstance(data, DeviceData) else data
         n = len(data)
         labels = labels.to(self.device).long()
@@ -194,11 +208,13 @@ class Engine:
                 x = self._fmt(data.batch(idx, augment=cfg.augment, generator=gen))
                 idx_d = idx.to(self.device)
                 y, w = labels[idx_d], w_dev[idx_d]
+                x, target = mix(x, y, gen) if mix is not None else (x, y)
                 with self.autocast():
                     out = net(x)
-                ce = F.cross_entropy(out.float(), y, reduction="none",
+                ce = F.cross_entropy(out.float(), target, reduction="none",
                                      label_smoothing=cfg.label_smoothing)
-                loss = _weighted_loss(ce, w, ascent_bound)
+                loss = _weighted_loss(loss_transform(ce) if loss_transform is not None else ce,
+                                      w, ascent_bound, out.float(), y, unlearn)
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -284,11 +300,22 @@ class Engine:
         return torch.cat(out)
 
 
-def _weighted_loss(ce: torch.Tensor, w: torch.Tensor, bound: Optional[float]) -> torch.Tensor:
-    """Mean of w*ce where ascent terms (w < 0) stop pushing once ce exceeds ``bound``."""
-    if bound is not None:
-        ce = torch.where((w < 0) & (ce > bound), ce.detach(), ce)
-    return (w * ce).sum() / ce.numel()
+def _weighted_loss(ce: torch.Tensor, w: torch.Tensor, bound: Optional[float],
+                   logits: torch.Tensor, y: torch.Tensor, unlearn: str) -> torch.Tensor:
+    """Batch loss: w*ce for learned samples; for unlearned ones (w < 0) either -|w|*ce
+    (ascent; stops once ce exceeds ``bound``) or |w| * -log(1 - p_y) ('complement')."""
+    neg = w < 0
+    if not bool(neg.any()):
+        return (w * ce).sum() / ce.numel()
+    if unlearn == "complement":
+        others = logits.scatter(1, y[:, None], float("-inf"))
+        comp = torch.logsumexp(logits, 1) - torch.logsumexp(others, 1)  # -log(1 - p_y) >= 0
+        per = torch.where(neg, -w * comp, w * ce)
+    else:
+        if bound is not None:
+            ce = torch.where(neg & (ce > bound), ce.detach(), ce)
+        per = w * ce
+    return per.sum() / ce.numel()
 
 
 def _cycle(index: torch.Tensor, size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:

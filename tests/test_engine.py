@@ -1,0 +1,100 @@
+import copy
+
+import pytest
+import torch
+
+from advrbd_plugin.engine import Engine, TrainConfig, masked_kl_scores, random_crop_flip, random_square_masks
+from advrbd_plugin.models import build_model
+
+
+def _model(ds, seed=0):
+    torch.manual_seed(seed)
+    return build_model("resnet20", ds.num_classes, input_size=ds.input_size[0], in_channels=ds.channels)
+
+
+def test_fit_learns_and_is_deterministic(blobs, tiny_train):
+    accs, params = [], []
+    for _ in range(2):
+        eng = Engine(device="cpu", quiet=True, seed=3)
+        m = _model(blobs)
+        hist = eng.fit(m, eng.data(blobs), blobs.labels, tiny_train.replace(epochs=4))
+        assert len(hist) == 4 and hist[-1]["train_acc"] >= hist[0]["train_acc"]
+        accs.append(eng.accuracy(m, eng.data(blobs), blobs.labels))
+        params.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    assert accs[0] > 0.9
+    assert torch.equal(params[0], params[1])
+
+
+def test_fit_restores_mode_and_rejects_bad_input(blobs, engine, tiny_train):
+    m = _model(blobs).eval()
+    engine.fit(m, engine.data(blobs), blobs.labels, tiny_train.replace(epochs=0.5))
+    assert not m.training
+    with pytest.raises(ValueError, match="labels"):
+        engine.fit(m, engine.data(blobs), blobs.labels[:5], tiny_train)
+    with pytest.raises(ValueError, match="weight 0"):
+        engine.fit(m, engine.data(blobs), blobs.labels, tiny_train, weights=torch.zeros(len(blobs)))
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+
+
+def test_ascent_raises_loss_and_bound_stops_it(blobs, engine, tiny_train):
+    m = _model(blobs)
+    data = engine.data(blobs)
+    engine.fit(m, data, blobs.labels, tiny_train.replace(epochs=4))
+    before = engine.per_sample_loss(m, data, blobs.labels).mean()
+    unlearn = torch.full((len(blobs),), -1.0)
+    for mode in ("ascent", "complement"):
+        m2 = copy.deepcopy(m)
+        engine.fit(m2, data, blobs.labels, tiny_train.replace(epochs=3, lr=0.1, schedule="constant"),
+                   weights=unlearn, ascent_bound=5.0, unlearn=mode)
+        after = engine.per_sample_loss(m2, data, blobs.labels)
+        assert after.mean() > before + 1.0, mode  # both forms unlearn the task
+    # with a bound already exceeded, ascent leaves the weights alone
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    engine.fit(m, data, blobs.labels, tiny_train.replace(epochs=1, lr=0.01, momentum=0.0,
+                                                         weight_decay=0.0, augment=False),
+               weights=unlearn, ascent_bound=1e-6)
+    changed = [k for k, v in m.state_dict().items() if "running" not in k and "num_batches" not in k
+               and not torch.equal(v, state[k])]
+    assert changed == []
+
+
+def test_mixed_weights_draw_ascent_batches(blobs, engine, tiny_train):
+    m = _model(blobs)
+    w = torch.ones(len(blobs))
+    w[:20] = -1
+    hist = engine.fit(m, engine.data(blobs), blobs.labels, tiny_train.replace(epochs=1, augment=True), weights=w,
+                      ascent_bound=2.0, ascent_batch=8)
+    assert len(hist) == 1
+
+
+def test_augmentation_shapes_and_flip():
+    x = torch.rand(5, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    y = random_crop_flip(x, pad=0, generator=g)  # no crop: each image equals itself or its mirror
+    for a, b in zip(x, y):
+        assert torch.equal(a, b) or torch.equal(a.flip(2), b)
+    assert random_crop_flip(x, generator=g).shape == x.shape
+
+
+def test_masks_and_kl_scores(blobs, engine, tiny_train):
+    masks = random_square_masks(6, 16, 16, 2, torch.Generator().manual_seed(0))
+    assert masks.shape == (6, 1, 16, 16)
+    assert ((masks.sum((1, 2, 3)) >= 9) & (masks.sum((1, 2, 3)) <= 25)).all()
+    m = _model(blobs)
+    data = engine.data(blobs)
+    engine.fit(m, data, blobs.labels, tiny_train)
+    s0 = masked_kl_scores(engine, m, data, eps=8 / 255, radius=2, steps=2)
+    s1 = masked_kl_scores(engine, m, data, eps=64 / 255, radius=4, steps=2)
+    assert s0.shape == (len(blobs),) and (s0 >= -1e-6).all()
+    assert s1.mean() > s0.mean()  # a larger budget moves predictions more
+    assert all(p.requires_grad for p in m.parameters())
+
+
+def test_device_auto_and_bad_precision():
+    assert Engine(device="auto").device.type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="precision"):
+        Engine(precision="int8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            Engine(device="cuda")
