@@ -45,8 +45,64 @@ def _dispatch_scan(a, flags):
 
 # -- interop: --format runs, export-config (owner: the adapters work) ----------------------
 def _register_interop(sub, run_flags) -> None:
-    pass
+    from .interop import EXPORT_FORMATS
+    from .registry import ADAPTERS
+
+    p = sub.add_parser("run-record", help="run a defense on a toolbox's attack record and write "
+                                          "the results in that toolbox's layout",
+                       description="Outputs go where the toolbox keeps its own (BackdoorBench: "
+                                   "record/<name>/defense/<defense>/; backdoor-toolbox: the "
+                                   "poisoned-set folder); --out puts them elsewhere. --data-root "
+                                   "is where the record's clean dataset lives.")
+    run_flags(p)
+    p.add_argument("--format", required=True, choices=[n for n in ADAPTERS.names()
+                                                       if ADAPTERS.get(n).on_disk],
+                   help="the record's toolbox format")
+    p.add_argument("--record", required=True,
+                   help="backdoorbench: record/<name>; backdoor-toolbox: poisoned_train_set/<ds>/<folder>; "
+                        "arrays: an .npz with x_train, y_train[, is_clean, x_test, y_test]")
+    p.add_argument("--defense", default="advrbd", help="registered defense (default advrbd)")
+    p.add_argument("--trust-pickles", dest="trust_pickles", action="store_true",
+                   help="load record files holding non-allow-listed pickled types "
+                        "(can run code from the file: trusted files only)")
+    p.add_argument("--option", dest="load_options", action="append", metavar="KEY=VALUE",
+                   help="adapter option, e.g. --option triggers_dir=PATH --option test_alpha=0.2")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    p = sub.add_parser("export-config", help="write a toolbox's config file for one of our defenses")
+    p.add_argument("--format", default="backdoorbench", choices=list(EXPORT_FORMATS))
+    p.add_argument("--defense", default="advrbd")
+    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--preset", help="paper | cpu | smoke (default paper)")
+    p.add_argument("--out", required=True, help="file to write, e.g. config/defense/advrbd/cifar10.yaml")
 
 
 def _dispatch_interop(a, flags):
+    if a.cmd == "run-record":
+        import json
+
+        from .cli import summary_table
+        from .config import parse_set
+        from .interop import run_record
+
+        fl = flags(a)
+        preset, device = fl.pop("preset"), fl.pop("device") or "auto"
+        metrics = run_record(a.format, a.record, defense=a.defense, preset=preset, sets=a.sets,
+                             device=device, trust_pickles=a.trust_pickles,
+                             load_options=parse_set(a.load_options), config=a.config, **fl)
+        outputs = {k: v for k, v in metrics.pop("outputs").items() if isinstance(v, str)}
+        if a.json:
+            print(json.dumps({**metrics, "outputs": outputs}, indent=2, default=str))
+        else:
+            print(summary_table([metrics]))
+            for key, path in outputs.items():
+                print(f"{key}: {path}")
+        return 0
+    if a.cmd == "export-config":
+        from .config import atomic_write_text
+        from .interop import export_config
+
+        atomic_write_text(a.out, export_config(a.format, a.defense, a.dataset, a.preset))
+        print(f"wrote {a.out}")
+        return 0
     return None
