@@ -85,11 +85,15 @@ def _dispatch_interop(a, flags):
         from .config import parse_set
         from .interop import run_record
 
+        if not (a.format and a.record):  # also reached from `advrbd run --format F --record R`
+            raise ValueError("defending a toolbox record needs both --format and --record")
         fl = flags(a)
         preset, device = fl.pop("preset"), fl.pop("device") or "auto"
-        metrics = run_record(a.format, a.record, defense=a.defense, preset=preset, sets=a.sets,
-                             device=device, trust_pickles=a.trust_pickles,
-                             load_options=parse_set(a.load_options), config=a.config, **fl)
+        metrics = run_record(a.format, a.record, defense=a.defense or "advrbd", preset=preset,
+                             sets=a.sets, device=device,
+                             trust_pickles=getattr(a, "trust_pickles", False),
+                             load_options=parse_set(getattr(a, "load_options", None)),
+                             config=a.config, **fl)
         outputs = {k: v for k, v in metrics.pop("outputs").items() if isinstance(v, str)}
         if a.json:
             print(json.dumps({**metrics, "outputs": outputs}, indent=2, default=str))

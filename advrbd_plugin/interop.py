@@ -169,7 +169,8 @@ def defend_record(adapter: Adapter, rec: ToolboxRecord, *, defense: str = "advrb
     truth = rec.train.truth
     metrics: dict[str, Any] = {
         "format": adapter.name, "record": rec.meta.get("record"),
-        "dataset": rec.meta.get("dataset"), "attack": rec.meta.get("attack") or rec.meta.get("toolbox_attack"),
+        "dataset": rec.meta.get("dataset"),
+        "attack": rec.meta.get("attack") or rec.meta.get("toolbox_attack") or "unknown",
         "toolbox_attack": rec.meta.get("toolbox_attack"), "defense": name, "model": cfg["model"],
         "seed": cfg["seed"],
     }

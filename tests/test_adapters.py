@@ -211,6 +211,45 @@ def test_backdoorbench_entry_point_and_export_config(tmp_path, bbtoy, monkeypatc
     assert bb_entry.main(argv) == 2 and "unknown key 'pratioo'" in capsys.readouterr().err
 
 
+@pytest.fixture
+def repair_defense():
+    """A post-training defense needing clean data; it keeps what it was given."""
+    from advrbd_plugin.defenses import Defense
+
+    seen = {}
+
+    class Repair(Defense):
+        needs_trained_model = True
+        requires_clean_data = True
+
+        def run(self, data, model, *, clean_set, monitor):
+            seen.update(model=model, clean=len(clean_set))
+            return DefenseResult(model=model)
+
+    DEFENSES.register("_test_repair")(Repair)
+    yield seen
+    DEFENSES.unregister("_test_repair")
+
+
+def test_post_training_defense_gets_the_record_model_and_clean_data(tmp_path, bbtoy, repair_defense):
+    bundle, _ = bbtoy
+    folder = write_backdoorbench_record(tmp_path / "BackdoorBench", bundle)
+    rec_model = ADAPTERS.get("backdoorbench")().load(folder).model
+    m = run_record("backdoorbench", folder, defense="_test_repair",
+                   **{**FAST, "model": None, "sets": ["clean_fraction=0.2"]})
+    got = repair_defense["model"].state_dict()
+    assert all(torch.equal(v, got[k]) for k, v in rec_model.state_dict().items())
+    assert repair_defense["clean"] == m["clean_data"] == 12  # 20 % of the clean train split
+    assert safe_load.load(Path(m["outputs"]["defense_result"]))["model_name"] == "preactresnet18"
+    res = safe_load.load(folder / "attack_result.pt")
+    res["model"] = {k: v for k, v in res["model"].items() if "linear" not in k}
+    torch.save(res, folder / "attack_result.pt")
+    rec = ADAPTERS.get("backdoorbench")().load(folder)
+    assert rec.model is None and "missing: linear.bias" in rec.meta["model_note"]
+    with pytest.raises(ValueError, match="repairs a trained model.*missing: linear.bias"):
+        run_record("backdoorbench", folder, defense="_test_repair", **FAST)
+
+
 @pytest.mark.skipif("advrbd" not in DEFENSES, reason="the AdvrBD defense is not registered yet")
 def test_backdoorbench_round_trip_with_advrbd(tmp_path, bbtoy):
     bundle, _ = bbtoy

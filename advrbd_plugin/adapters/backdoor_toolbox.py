@@ -391,7 +391,8 @@ def _triggered(ptype, dataset, params, folder, tdir, alpha, target, x_test, y_te
 
 
 def _model(folder, params, dataset, k, train, model_path, trust):
-    """(model or None, our model name or None, model file name or None, note)."""
+    """(model or None, our model name or None, model file name or None, note); weights
+    that do not fit leave the model None."""
     from ..models import build_model
 
     arch = params.get("arch") or DEFAULT_ARCH.get(dataset)
@@ -409,5 +410,5 @@ def _model(folder, params, dataset, k, train, model_path, trust):
     model = build_model(ours, k, input_size=train.input_size[0], in_channels=train.channels)
     why = load_weights(model, from_toolbox_keys(state) if isinstance(state, Mapping) else state, str(path))
     if why is not None:
-        raise RecordError(why)
+        return None, ours, path.name, f"{why}; weights not loaded"
     return model.eval(), ours, path.name, f"weights of {path.name} loaded"

@@ -360,7 +360,8 @@ def _check_order(y: torch.Tensor, idx: torch.Tensor, orig: torch.Tensor, path: P
 
 
 def _model(res: Mapping, k: int, shape: tuple[int, int, int], path: Path):
-    """(trained model or None, our model name or None, note)."""
+    """(trained model or None, our model name or None, note). Weights that do not fit
+    leave the model None (defenses that train from scratch still run)."""
     from ..models import build_model
 
     bb_name = str(res["model_name"])
@@ -375,7 +376,7 @@ def _model(res: Mapping, k: int, shape: tuple[int, int, int], path: Path):
     why = load_weights(model, strip_module_prefix(state) if isinstance(state, Mapping) else state,
                        f"{path}: model")
     if why is not None:
-        raise RecordError(why)
+        return None, ours, f"{why}; weights not loaded"
     return model.eval(), ours, f"weights of {bb_name} loaded"
 
 
