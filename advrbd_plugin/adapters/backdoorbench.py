@@ -69,8 +69,7 @@ MODELS = {
     "mobilenet_v2": ("mobilenet_v2", False),
 }
 
-CLEAN_LABEL = {"sig", "lc"}            # poisons keep their label
-NOISE_MODE = {"wanet", "inputaware"}   # triggered samples whose label is kept are covers
+NOISE_MODE = {"wanet", "inputaware"}  # triggered samples whose label is kept are covers
 REQUIRED = ("model_name", "num_classes", "model", "data_path", "img_size", "clean_data",
             "bd_train", "bd_test")
 SPLIT_FOLDERS = {"bd_train": "bd_train_dataset", "bd_test": "bd_test_dataset"}
@@ -129,7 +128,7 @@ class BackdoorBench(Adapter):
         name = (toolbox_attack or "").lower()
         if name in NOISE_MODE:
             poison, cover = triggered_mask & ~kept, triggered_mask & kept
-        else:
+        else:  # dirty- and clean-label (sig, lc: label kept) alike, every stored sample is poison
             poison, cover = triggered_mask, torch.zeros_like(triggered_mask)
         ours = our_attack(toolbox_attack, "backdoorbench")
         truth = GroundTruth(bundle.y_train.clone(), poison, cover, target,

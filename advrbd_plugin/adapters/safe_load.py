@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["RecordError", "UnsafeRecordError", "TRUST_FLAG", "load", "allowed_names"]
+__all__ = ["RecordError", "UnsafeRecordError", "TRUST_FLAG", "load"]
 
 TRUST_FLAG = "--trust-pickles (trust_pickles=True in Python)"
 _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a pre-1.6 torch.save file
@@ -73,11 +73,6 @@ def _plain_globals() -> dict[str, Any]:
         "_codecs.encode": codecs.encode,  # protocol-2 pickles spell bytes this way
     })
     return names
-
-
-def allowed_names() -> list[str]:
-    """The dotted names of every global a record file may reference (for messages/docs)."""
-    return sorted(_plain_globals())
 
 
 def _refuse(path: Path, offending: list[str]) -> UnsafeRecordError:
