@@ -27,11 +27,42 @@ def dispatch_command(a: argparse.Namespace, flags) -> int:
 
 # -- compare (owner: the baselines / compare work) ----------------------------------------
 def _register_compare(sub, run_flags) -> None:
-    pass
+    p = sub.add_parser("compare", help="run attacks x defenses x seeds and tabulate them "
+                                       "(the paper's Table II layout)",
+                       description="Finished cells are skipped, so an interrupted grid resumes. "
+                                   "The none defense always runs first (it trains the shared "
+                                   "backdoored model and is the time_ratio denominator).")
+    run_flags(p)
+    p.add_argument("--attacks", nargs="+", required=True, metavar="ATTACK")
+    p.add_argument("--defenses", nargs="+", required=True, metavar="DEFENSE")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                   help="seeds to average over (default: --seed, else 0)")
+    p.add_argument("--report-dir", dest="report_dir",
+                   help="where compare.md/csv/json go (default <out>/<dataset>/compare)")
 
 
 def _dispatch_compare(a, flags):
-    return None
+    if a.cmd != "compare":
+        return None
+    from .compare import compare
+
+    kw = flags(a)
+    seed = kw.pop("seed")
+    seeds = a.seeds or [0 if seed is None else seed]
+    dataset = kw.pop("dataset")
+    if dataset is None:
+        raise ValueError("compare needs --dataset (a registered dataset or npz:PATH)")
+    rows = compare(dataset, a.attacks, a.defenses, seeds, sets=a.sets, config=a.config,
+                   report_dir=a.report_dir, **kw)
+    from .report import fmt_pct, markdown_table
+
+    print(markdown_table(["attack", "defense", "ACC %", "ASR %", "RA %", "TPR %", "FPR %",
+                          "time_ratio"],
+                         [[r["attack"], r["defense"], fmt_pct(r["acc"]), fmt_pct(r["asr"]),
+                           fmt_pct(r["ra"]), fmt_pct(r["tpr"]), fmt_pct(r["fpr"]),
+                           "-" if r["time_ratio"] is None else f"{r['time_ratio']:.2f}"]
+                          for r in rows]), end="")
+    return 0
 
 
 # -- scan (owner: the AdvrBD work) ---------------------------------------------------------
