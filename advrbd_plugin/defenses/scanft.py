@@ -3,17 +3,17 @@ for Robust Backdoor Contamination Detection", USENIX Security 2021), then fine-t
 unlearns the flagged samples (the SCAnFT baseline of the AdvrBD paper).
 
 Data: the poisoned training set and a freshly initialized model; no clean data (Tang et al.
-fit the global model on clean data; here it is fitted on the whole poisoned set, where the
-poison is a small minority).
+fit the global model on clean data; here it is fitted on the whole poisoned set).
 
 1. ``detector``: train the model on the whole poisoned set (the plain recipe).
 2. ``detect``: untangle the centered penultimate features r = mu_k + eps into a class
    identity mu_k ~ N(0, S_mu) and a variation eps ~ N(0, S_eps) shared by all classes (EM).
    Per class, fit two identities (mu_1, mu_2) under the same S_eps and compute the
-   likelihood-ratio statistic J_k of two identities against one. Classes whose anomaly
-   index J*_k = (J_k - median J) / (1.4826 MAD J) exceeds ``threshold`` are contaminated;
-   their smaller subgroup is flagged (without clean data the subgroups cannot be told
-   apart otherwise).
+   likelihood-ratio statistic J_k of two identities against one. Without clean data S_eps
+   is first re-estimated around every class's two subgroup means (``split_variation``).
+   Classes whose anomaly index J*_k = (J_k - median J) / (1.4826 MAD J) exceeds
+   ``threshold`` are contaminated; their smaller subgroup is flagged (without clean data
+   the subgroups cannot be told apart otherwise).
 3. ``unlearn``: gradient ascent on the flagged samples (bounded by ``ascent_bound``) while
    learning the rest, from the detector model.
 """
@@ -28,7 +28,7 @@ from ..types import DefenseResult
 from ._shared import check_positive, class_indices, fit_stage
 from .base import Defense, DefenseConfig
 
-__all__ = ["SCAnFT", "SCAnConfig", "untangle", "two_identities", "scan"]
+__all__ = ["SCAnFT", "SCAnConfig", "untangle", "two_identities", "split_variation", "scan"]
 
 
 @dataclass
@@ -107,6 +107,29 @@ def two_identities(x: torch.Tensor, s_mu: torch.Tensor, s_eps: torch.Tensor,
     return float((one - two).mean()), group, (d2 - d1) / 2
 
 
+def split_variation(r: torch.Tensor, groups: list[torch.Tensor], s_mu: torch.Tensor,
+                    s_eps: torch.Tensor) -> torch.Tensor:
+    """S_eps re-estimated from the residuals around each class's two subgroup means.
+
+    Our data-free change: Tang et al. fit the global model on clean data; fitted on the
+    poisoned set, the poison's offset inflates S_eps along its own direction and hides
+    itself from the test. Splitting every class first removes that offset; a clean class
+    barely changes. r: (N, D) centered; returns (D, D).
+    """
+    f = torch.linalg.pinv(s_eps)
+    res, used = torch.zeros_like(r), 0
+    for idx in groups:
+        if not len(idx):
+            continue
+        x = r[idx]
+        group = two_identities(x, s_mu, s_eps, f)[1]
+        for part in (group, ~group):
+            if part.any():
+                res[idx[part]] = x[part] - x[part].mean(0)
+                used += 1
+    return res.T @ res / max(len(r) - used, 1)
+
+
 def scan(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, threshold: float
          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """feats (N, D), labels (N,) -> (scores (N,), flagged (N,) bool, J* (K,)).
@@ -116,15 +139,16 @@ def scan(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, threshold:
     """
     r = feats.double()
     r = r - r.mean(0)
-    groups = class_indices(labels, num_classes)
+    groups = [g if len(g) >= 2 else g[:0] for g in class_indices(labels, num_classes)]
     s_mu, s_eps = untangle(r, groups)
+    s_eps = split_variation(r, groups, s_mu, s_eps)
     f = torch.linalg.pinv(s_eps)
     stat = torch.zeros(num_classes, dtype=torch.float64)
     scores = torch.zeros(len(labels))
     flagged = torch.zeros(len(labels), dtype=torch.bool)
     minority, margin = {}, {}
     for k, idx in enumerate(groups):
-        if len(idx) < 2:
+        if not len(idx):
             continue
         stat[k], group, llr = two_identities(r[idx], s_mu, s_eps, f)
         small_is_1 = int(group.sum()) <= len(idx) // 2

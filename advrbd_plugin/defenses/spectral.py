@@ -10,7 +10,9 @@ Data: the poisoned training set and a freshly initialized model; no clean data.
 3. ``retrain``: train a fresh model on the kept samples.
 
 Tran et al. remove 1.5 x the known poison ratio; the defender here does not know it, so
-``eps`` is an assumed ratio (5% by default, the attacks' default rate).
+``eps`` is an assumed ratio (5% by default, the attacks' default rate). Note that eps is a
+share of each class: an all-to-one attack poisoning 5% of a 10-class set makes about a third
+of the target class poison, so these defaults can remove at most ~22% of it.
 """
 from __future__ import annotations
 
