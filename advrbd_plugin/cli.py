@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="recompute even if the run folder holds a finished run or checkpoints")
     p.add_argument("--json", action="store_true", help="print metrics.json instead of a table")
+    p.add_argument("--format", help="defend a toolbox attack record of this format (see `advrbd list adapters`)")
+    p.add_argument("--record", help="with --format: the record folder or file to defend")
 
     p = sub.add_parser("show-attack", help="write a grid of clean vs poisoned samples")
     p.add_argument("name")
@@ -95,6 +97,9 @@ def _dispatch(a: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg, sort_keys=False), end="")
         return 0
     if a.cmd == "run":
+        if getattr(a, "format", None) or getattr(a, "record", None):  # same as `advrbd run-record`
+            from .commands import dispatch_command
+            return dispatch_command(argparse.Namespace(**{**vars(a), "cmd": "run-record"}), _flags)
         metrics = runner.run(a.config, sets=a.sets, resume=a.resume, attack=a.attack,
                              defense=a.defense, **_flags(a))
         if a.json:

@@ -4,7 +4,7 @@
     layer1  conv3x3(2w) BN ReLU maxpool2   + res1: 2 x (conv3x3(2w) BN ReLU)
     layer2  conv3x3(4w) BN ReLU maxpool2
     layer3  conv3x3(8w) BN ReLU maxpool2   + res3: 2 x (conv3x3(8w) BN ReLU)
-    global max pool -> (N, 8w) -> linear
+    global max pool -> x 0.125 (Myrtle's scale) -> (N, 8w) -> linear
 
 With the default width w = 32 (widths 32-64-128-256; Myrtle's original is w = 64) it
 has 1.23M parameters and about 0.1 GMAC per 32x32 image. Pooling after each stage
@@ -50,7 +50,7 @@ class ResNet9(ImageClassifier):
         x = x + self.res1(x)
         x = self.layer3(self.layer2(x))
         x = x + self.res3(x)
-        return torch.flatten(self.pool(x), 1)
+        return torch.flatten(self.pool(x), 1) * 0.125  # Myrtle's logit scale: stable at lr 0.1
 
 
 @MODELS.register("resnet9")
