@@ -67,11 +67,38 @@ def _dispatch_compare(a, flags):
 
 # -- scan (owner: the AdvrBD work) ---------------------------------------------------------
 def _register_scan(sub, run_flags) -> None:
-    pass
+    p = sub.add_parser("scan", help="defend your own data: cleaned model + ranked suspicious samples",
+                       description="No attack, no ground truth: trains through the defense "
+                                   "(AdvrBD by default) on DATA and writes model.pt, "
+                                   "suspicious.csv (most suspicious first) and scan.json to --out.")
+    p.add_argument("--data", required=True, help="an .npz (x_train, y_train[, x_test, y_test]; "
+                                                "uint8 NHWC) or a folder of class sub-folders "
+                                                "(optionally train/ and test/)")
+    p.add_argument("--model", help="registered model (see `advrbd list models`)")
+    p.add_argument("--defense", default="advrbd")
+    p.add_argument("--preset", help="paper | cpu | smoke (training recipe)")
+    p.add_argument("--image-size", dest="image_size", type=int, default=32,
+                   help="folder data: images are resized to this side")
+    p.add_argument("--out", default="scan", help="output folder (default ./scan)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE",
+                   help="override a key, e.g. --set train.epochs=20 --set defense.rounds=3")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _dispatch_scan(a, flags):
-    return None
+    if a.cmd != "scan":
+        return None
+    from .scan import scan
+
+    s = scan(a.data, a.model, out=a.out, defense=a.defense, preset=a.preset, sets=a.sets,
+             image_size=a.image_size, device=a.device, quiet=a.quiet, seed=a.seed)
+    acc = "-" if s["test_acc"] is None else f"{100 * s['test_acc']:.1f}%"
+    print(f"{s['samples']} samples, {s['flagged']} flagged, {s['relabeled']} relabeled; "
+          f"test ACC {acc}; {s['seconds']:.0f}s")
+    print(f"wrote {a.out}/model.pt, suspicious.csv, scan.json")
+    return 0
 
 
 # -- interop: --format runs, export-config (owner: the adapters work) ----------------------

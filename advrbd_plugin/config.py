@@ -1,6 +1,7 @@
 """Typed configs from dataclasses, packaged YAML, and the run-config precedence."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -9,11 +10,12 @@ import tempfile
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import yaml
 
-__all__ = ["build_config", "packaged_yaml", "load_yaml", "merge", "parse_set", "atomic_write_text"]
+__all__ = ["build_config", "packaged_yaml", "load_yaml", "merge", "parse_set", "atomic_write_text",
+           "atomic_output"]
 
 
 def build_config(cls, overrides: Mapping[str, Any] | None = None, what: str | None = None):
@@ -121,15 +123,26 @@ def parse_set(items: list[str] | None) -> dict:
     return out
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temp file in the same folder, then rename (no half-written files)."""
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it is renamed onto ``path`` (with the
+    usual umask permissions), on error removed: no half-written files are left behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text via ``atomic_output``."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)

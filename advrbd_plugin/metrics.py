@@ -64,9 +64,12 @@ def detection_metrics(poison_mask: torch.Tensor, cover_mask: Optional[torch.Tens
         if cover_mask.any():
             out["cover_flagged"] = int((f & cover_mask).sum()) / int(cover_mask.sum())
         out["flagged"] = int(f.sum())
-    if scores is not None and poison_mask.any() and clean.any():
-        keep = poison_mask | clean
-        out["auroc"] = _auroc(scores.float().cpu()[keep], poison_mask[keep])
+    if scores is not None:
+        s = scores.float().cpu()
+        keep = (poison_mask | clean) & torch.isfinite(s)  # NaN scores (degenerate runs) are left out
+        out["unscored"] = int(((poison_mask | clean) & ~torch.isfinite(s)).sum())
+        if (poison_mask & keep).any() and (clean & keep).any():
+            out["auroc"] = _auroc(s[keep], poison_mask[keep])
     return out
 
 

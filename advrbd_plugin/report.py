@@ -3,22 +3,19 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
 
+from .config import atomic_output
+
 __all__ = ["plot_run", "markdown_table", "csv_text", "fmt_pct"]
 
 
 def _savefig(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
 
 
 def plot_run(folder: Path, result, truth=None) -> None:

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -17,7 +16,7 @@ import torch
 import yaml
 
 from . import __version__
-from .config import atomic_write_text, load_yaml, merge, packaged_yaml, parse_set
+from .config import atomic_output, atomic_write_text, load_yaml, merge, packaged_yaml, parse_set
 from .engine import Engine, TrainConfig
 from .metrics import DEFINITIONS, attack_metrics, detection_metrics
 from .registry import ATTACKS, DEFENSES
@@ -124,9 +123,7 @@ class Experiment:
         from .models import build_model
 
         self.cfg = cfg
-        self.engine = Engine(device=cfg["device"], precision=cfg["precision"],
-                             channels_last=cfg["channels_last"], compile=cfg["compile"],
-                             quiet=cfg["quiet"], seed=cfg["seed"])
+        self.engine = self.new_engine()
         self.train_cfg = TrainConfig(**cfg["train"])
         self.bundle = load_dataset(_resolve_dataset(cfg["dataset"]), root=cfg["data_root"],
                                    download=cfg["download"])
@@ -137,6 +134,13 @@ class Experiment:
         self.triggered = self.attack.triggered_test_set(self.bundle.x_test, self.bundle.y_test)
         self.clean_reserve = _reserve(clean, cfg["clean_fraction"], cfg["data_seed"])
         self._build_model = build_model
+
+    def new_engine(self) -> Engine:
+        """An engine with its own random stream: a run's results do not depend on what
+        ran before it in the same process (e.g. a cached or fresh backdoored model)."""
+        c = self.cfg
+        return Engine(device=c["device"], precision=c["precision"], channels_last=c["channels_last"],
+                      compile=c["compile"], quiet=c["quiet"], seed=c["seed"])
 
     def fresh_model(self) -> torch.nn.Module:
         b = self.bundle
@@ -213,11 +217,8 @@ def _jsonable(o):
 
 
 def _save_model(model: torch.nn.Module, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
 
 
 def backdoored_model(exp: Experiment) -> tuple[torch.nn.Module, float]:
@@ -266,7 +267,7 @@ def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[
     atomic_write_text(folder / "config.yaml", yaml.safe_dump(dict(cfg), sort_keys=False))
     defense_kw = {k: v for k, v in cfg["defense"].items() if k != "name"}
     ckpt = folder / "checkpoints" / chash
-    defense = DEFENSES.get(cfg["defense"]["name"])(defense_kw, engine=exp.engine,
+    defense = DEFENSES.get(cfg["defense"]["name"])(defense_kw, engine=exp.new_engine(),
                                                    train=exp.train_cfg, checkpoint_dir=ckpt)
     baseline_seconds = None
     if defense.needs_trained_model:

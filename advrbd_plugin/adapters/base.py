@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional, Sequence
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import atomic_write_text
+from ..config import atomic_output, atomic_write_text
 from ..types import DefenseResult, PoisonedDataset, TriggeredTestSet
 from .safe_load import RecordError
 
@@ -132,16 +131,8 @@ def read_png(path: Path, shape: Sequence[int]) -> np.ndarray:
 # -- writing ----------------------------------------------------------------------------------
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save via a temp file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def csv_text(rows: Sequence[Sequence[Any]], lineterminator: str = "\n") -> str:

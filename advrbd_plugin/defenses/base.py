@@ -5,7 +5,6 @@ import copy
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 import torch.nn as nn
 
-from ..config import build_config
+from ..config import atomic_output, build_config
 from ..engine import Engine, TrainConfig
 from ..registry import DEFENSES
 from ..types import DefenseResult, PoisonedDataset
@@ -122,11 +121,8 @@ class Defense:
         seconds = time.perf_counter() - t0
         self._timings[name] = seconds
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            os.close(fd)
-            torch.save({"out": out, "_engine_calls": self.engine._calls, "_seconds": seconds}, tmp)
-            os.replace(tmp, path)
+            with atomic_output(path) as tmp:
+                torch.save({"out": out, "_engine_calls": self.engine._calls, "_seconds": seconds}, tmp)
         return out
 
     def describe(self) -> dict:
