@@ -51,13 +51,14 @@ class AdvrBDConfig(DefenseConfig):
     radius_frac: float = 0.125      # patch half-size / image side (4 px at 32x32)
     pgd_steps: int = 3
     mask_repeats: int = 1
-    seed_frac: float = 0.2          # p: the clean seed D_c, per class
-    rounds: int = 4                 # T
+    seed_frac: float = 0.1          # p: the clean seed D_c, per class
+    rounds: int = 2                 # T
     grow_frac: float = 0.15         # D_c growth per round, per class
-    enhance_epochs: float = 1.0     # passes over the learned set per round
+    enhance_epochs: float = 0.5     # passes over the learned set per round
     enhance_lr: float = 0.01
-    ascent_weight: float = 1.0
-    ascent_bound: float = 3.0       # stop ascending a sample once its CE exceeds this
+    unlearn: str = "complement"     # complement: descend -log(1 - p_y); ascent: ascend CE
+    ascent_weight: float = 3.0      # weight of the unlearned samples' loss vs the learned ones'
+    ascent_bound: float = 3.0       # ascent only: stop ascending a sample once its CE exceeds this
     clean_epochs_frac: float = 0.75
     relabel: bool = True
     relearn_epochs_frac: float = 0.25
@@ -77,6 +78,8 @@ class AdvrBD(Defense):
         c = self.config
         if c.detector not in ("warmup", "given"):
             raise ValueError(f"advrbd.detector: expected 'warmup' or 'given', found {c.detector!r}")
+        if c.unlearn not in ("complement", "ascent"):
+            raise ValueError(f"advrbd.unlearn: expected 'complement' or 'ascent', found {c.unlearn!r}")
         for name in ("warmup_frac", "clean_epochs_frac", "enhance_epochs", "enhance_lr", "eps",
                      "ascent_weight", "ascent_bound"):
             if not getattr(c, name) > 0:
@@ -127,8 +130,9 @@ class AdvrBD(Defense):
         load("state", out)
         unlearned, history["enhance"] = out["unlearned"], out["history"]
         # 3. split + clean model
-        pred = eng.predict(model, dev)
-        flagged = pred == labels
+        logits = eng.logits(model, dev, fp32=True)
+        flagged = logits.argmax(1) == labels
+        fit = logits.softmax(1).gather(1, labels[:, None]).squeeze(1)  # enhanced p(label | x)
         clean_model = init
         out = self.stage("clean", lambda: {
             "history": eng.fit(clean_model, dev, labels,
@@ -157,7 +161,7 @@ class AdvrBD(Defense):
         counts = torch.bincount(labels[~flagged], minlength=data.num_classes)
         return DefenseResult(
             model=clean_model,
-            scores=-kl.log10().clamp(min=-30) if not flagged.all() else None,
+            scores=fit,
             poison_mask=flagged, relabels=relabels, history=history,
             arrays={"kl": kl, "seed": seed, "unlearned": unlearned},
             extra={"seed_size": int(seed.sum()), "unlearned_size": int(unlearned.sum()),
@@ -174,7 +178,7 @@ class AdvrBD(Defense):
         for r in range(c.rounds):
             weights = torch.where(unlearned, -c.ascent_weight, 1.0)
             eng.fit(model, dev, labels, cfg, weights=weights, ascent_bound=c.ascent_bound,
-                    desc=f"advrbd enhance {r + 1}/{c.rounds}")
+                    unlearn=c.unlearn, desc=f"advrbd enhance {r + 1}/{c.rounds}")
             loss = eng.per_sample_loss(model, dev, labels)
             row = {"round": r + 1, "unlearned": int(unlearned.sum()),
                    "train_fit": float((loss < 0.693).float().mean())}

@@ -25,12 +25,15 @@ def random_square_masks(n: int, h: int, w: int, radius: int,
 
 def masked_kl_scores(engine: Engine, model: nn.Module, data: DeviceData, *, eps: float,
                      radius: int, steps: int, step_size: float | None = None, repeats: int = 1,
-                     batch_size: int = 512, desc: str = "score") -> torch.Tensor:
+                     batch_size: int = 512, fast_steps: bool = True,
+                     desc: str = "score") -> torch.Tensor:
     """KL(p(x) || p(x + m*delta*)) per sample, maximised over |delta|_inf <= eps by PGD.
 
     eps, step_size: in [0, 1] pixel units (step_size defaults to 2.5 * eps / steps). radius: patch half-size in pixels. repeats: fresh masks per
-    sample, scores averaged. Runs in float32 (poisoned samples' KL sits near 1e-5, below
-    bfloat16 noise). Returns (N,) float32 on the CPU; low = robust (suspicious).
+    sample, scores averaged. The reference and the final KL run in float32 (poisoned
+    samples' KL sits near 1e-5, below bfloat16 noise); with ``fast_steps`` the PGD steps,
+    which only need the gradient's sign, run under the engine's autocast.
+    Returns (N,) float32 on the CPU; low = robust (suspicious).
     """
     step_size = 2.5 * eps / steps if step_size is None else step_size
     gen = engine.generator()
@@ -55,12 +58,13 @@ def masked_kl_scores(engine: Engine, model: nn.Module, data: DeviceData, *, eps:
                 delta = ((torch.rand(x.shape, generator=gen) * 2 - 1) * eps).to(x.device) * m
                 for _ in range(steps):
                     delta.requires_grad_(True)
-                    kl = _kl(model, engine, data, x, delta, m, p_clean, logp_clean)
+                    with engine.autocast(fast_steps):
+                        kl = _kl(model, engine, data, x, delta, m, p_clean, logp_clean)
                     (g,) = torch.autograd.grad(kl.sum(), delta)
                     delta = (delta.detach() + step_size * g.sign() * m).clamp(-eps, eps)
                 with torch.no_grad():
                     total += _kl(model, engine, data, x, delta, m, p_clean, logp_clean)
-            scores[idx] = (total / repeats).cpu()
+            scores[idx] = (total / repeats).clamp(min=0).cpu()  # rounding can dip below 0
     finally:
         for p, g in zip(model.parameters(), grad_state):
             p.requires_grad_(g)
