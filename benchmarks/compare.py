@@ -3,7 +3,7 @@ AdvrBD paper, spectral, ac, advrbd) on the cpu preset, seed 0, next to the paper
 numbers (ResNet-18, full CIFAR-10: a different scale, so compare trends, not values).
 
 Usage: python benchmarks/compare.py [--preset cpu] [--dataset npz:cifar10_subset.npz]
-           [--attacks ...] [--defenses ...] [--seeds 0] [--out runs] [--name compare_cpu]
+           [--attacks ...] [--defenses ...] [--seeds 0] [--out benchmarks/work] [--name compare_cpu]
 Writes benchmarks/results/<name>.{md,json} with the command, machine and date. Resumable:
 finished cells are skipped, so re-running after an interruption continues the grid.
 """
@@ -12,22 +12,19 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import shlex
 import sys
 from pathlib import Path
 
 import torch
 
+from _common import ATTACKS, RESULTS, WORK, machine
 from advrbd_plugin.compare import AVERAGE, compare
 from advrbd_plugin.config import atomic_write_text
 from advrbd_plugin.registry import DEFENSES
 from advrbd_plugin.report import fmt_pct, markdown_table
 from advrbd_plugin.runner import dataset_label
 
-RESULTS = Path(__file__).parent / "results"
-ATTACKS = ["badnet", "blend", "sig", "wanet", "physicalba", "tact", "adaptive_blend", "adaptive_patch"]
 DEFENSES_GRID = ["none", "finetuning", "fineprune", "cutmix", "clp", "dbr", "scanft", "abl",
                  "spectral", "ac", "advrbd"]
 
@@ -55,11 +52,6 @@ def paper_cifar10() -> dict[tuple[str, str], tuple[float, float]]:
         for i, defense in enumerate(_PAPER_ORDER):
             out[attack, defense] = (v[2 * i], v[2 * i + 1])
     return out
-
-
-def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def render(rows: list[dict], meta: dict, report_md: str) -> str:
@@ -102,7 +94,7 @@ def main() -> None:
     ap.add_argument("--attacks", nargs="+", default=ATTACKS)
     ap.add_argument("--defenses", nargs="+", default=DEFENSES_GRID)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--out", default="runs")
+    ap.add_argument("--out", default=str(WORK))
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (1 avoids OpenMP "
                                                 "stalls when other jobs share the cores)")

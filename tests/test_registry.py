@@ -1,6 +1,3 @@
-import warnings
-from importlib import metadata
-
 import pytest
 
 import advrbd_plugin as ap

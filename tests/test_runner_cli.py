@@ -2,7 +2,6 @@
 import json
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 
 import advrbd_plugin as ap
@@ -51,8 +50,6 @@ def test_external_defense_runs_through_runner(tmp_path):
 
 
 def test_entry_point_defense(monkeypatch, tmp_path):
-    from advrbd_plugin.registry import Registry
-
     class EP:
         name, value = "ep_def", "thirdparty:EpDef"
 

@@ -10,26 +10,29 @@ checkpointed when the runner gives a checkpoint folder):
    perturbation |delta|_inf <= eps inside it that maximises KL(p(x) || p(x + m*delta)).
    Poisoned samples are robust (low KL). The ``seed_frac`` highest-KL samples of each
    class form the clean seed D_c.
-2. ``enhance``: ``rounds`` rounds of bounded gradient ascent on D_c while learning the
-   rest; after each round the ``grow_frac`` least consistent samples of each class
-   (highest loss under the current model) join D_c. Clean accuracy collapses while the
-   backdoor stays: a backdoor-enhanced model.
+2. ``enhance``: ``rounds`` rounds of unlearning D_c while learning the rest; after each
+   round the ``grow_frac`` least consistent samples of each class (highest loss under the
+   current model) join D_c. Unlearning descends -log(1 - p_y) (``unlearn: complement``;
+   bounded by construction) with ``ascent_weight`` times the weight of the learned
+   samples, so clean accuracy collapses while the backdoor stays: a backdoor-enhanced model.
 3. ``split`` + ``clean``: samples the enhanced model misclassifies are deemed clean, the rest
-   flagged; a fresh model is trained on the clean part.
+   flagged; a fresh model is trained on the clean part. The per-sample ``scores`` are the
+   enhanced model's p(given label | x) (higher = more suspicious); the KL of step 1 is
+   kept in ``arrays["kl"]``.
 4. ``relearn`` (``relabel``): flagged samples that the clean model assigns to another class
    are relabeled with its prediction; flagged samples it agrees with are dropped (they are
    either clean or clean-label poison, and cannot be told apart); the clean model is
    fine-tuned on the union.
 
 The paper's formulas and hyperparameters were lost; the defaults here are ours,
-calibrated at CPU scale and documented in the README (one set for every attack).
+calibrated on CIFAR-10 BadNet at CPU scale (docs/advrbd.md) and used unchanged for every
+attack and data size.
 Class-balanced seed and growth are our change: a global ranking empties the target
 class (its clean samples look consistent under a backdoored model).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
