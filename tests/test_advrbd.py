@@ -8,7 +8,7 @@ import torch
 from advrbd_plugin import runner
 from advrbd_plugin.defenses.advrbd import AdvrBD, _top_per_class
 from advrbd_plugin.engine import Engine, TrainConfig
-from test_defense_contract import _model, _poisoned
+from test_defense_contract import K, _model, _poisoned
 
 STAGES = ("warmup", "partition", "enhance", "clean", "relearn")
 
@@ -32,8 +32,12 @@ def test_every_stage_runs_and_reports():
     r = _advrbd(rounds=rounds).apply(data, _model(), monitor=lambda m: {"acc": 0.5})
     n = len(data)
     assert set(STAGES) <= set(r.timings)
-    assert r.arrays["kl"].shape == (n,) and bool((r.arrays["kl"] >= 0).all())
+    kl = r.arrays["kl"]
+    scored = ~kl.isnan()
+    assert kl.shape == (n,) and bool((kl[scored] >= 0).all())
+    assert abs(int(scored.sum()) - n // 2) <= K, "score_frac 0.5 of each class is scored"
     seed, unlearned = r.arrays["seed"], r.arrays["unlearned"]
+    assert bool(scored[seed].all()), "the seed comes from the scored samples"
     assert seed.dtype == torch.bool and bool((unlearned | ~seed).all()), "the seed stays unlearned"
     assert int(unlearned.sum()) > int(seed.sum()), "D_c grows over the rounds"
     assert [row["round"] for row in r.history["enhance"]] == list(range(1, rounds + 1))
@@ -73,7 +77,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     resumed = _advrbd(tmp_path / "resumed").apply(data, _model())
     assert torch.equal(full.poison_mask, resumed.poison_mask)
     assert torch.equal(full.relabels, resumed.relabels)
-    assert torch.equal(full.arrays["kl"], resumed.arrays["kl"])
+    torch.testing.assert_close(full.arrays["kl"], resumed.arrays["kl"], rtol=0, atol=0, equal_nan=True)
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
 

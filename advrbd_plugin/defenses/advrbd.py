@@ -52,9 +52,10 @@ class AdvrBDConfig(DefenseConfig):
     warmup_frac: float = 0.5
     eps: float = 0.0314             # 8/255, L-inf budget inside the patch, [0, 1] units
     radius_frac: float = 0.125      # patch half-size / image side (4 px at 32x32)
-    pgd_steps: int = 3
+    pgd_steps: int = 1
     mask_repeats: int = 1
-    seed_frac: float = 0.1          # p: the clean seed D_c, per class
+    score_frac: float = 0.5         # random share of each class scored in stage 1
+    seed_frac: float = 0.1          # p: the clean seed D_c, per class (the scored part's top)
     rounds: int = 2                 # T
     grow_frac: float = 0.15         # D_c growth per round, per class
     enhance_epochs: float = 0.5     # passes over the learned set per round
@@ -64,6 +65,7 @@ class AdvrBDConfig(DefenseConfig):
     ascent_bound: float = 3.0       # ascent only: stop ascending a sample once its CE exceeds this
     clean_epochs_frac: float = 0.75
     relabel: bool = True
+    relabel_conf: float = 0.9       # relabel a flagged sample only at this clean-model confidence
     relearn_epochs_frac: float = 0.25
     relearn_lr_frac: float = 0.1    # relearning lr / plain lr
 
@@ -87,9 +89,12 @@ class AdvrBD(Defense):
                      "ascent_weight", "ascent_bound"):
             if not getattr(c, name) > 0:
                 raise ValueError(f"advrbd.{name}: expected > 0, found {getattr(c, name)}")
-        for name in ("seed_frac", "grow_frac", "radius_frac"):
+        for name in ("seed_frac", "grow_frac", "radius_frac", "relabel_conf"):
             if not 0 < getattr(c, name) < 1:
                 raise ValueError(f"advrbd.{name}: expected a fraction in (0, 1), found {getattr(c, name)}")
+        if not c.seed_frac < c.score_frac <= 1:
+            raise ValueError(f"advrbd.score_frac: expected seed_frac < score_frac <= 1, found "
+                             f"seed_frac={c.seed_frac}, score_frac={c.score_frac}")
         if c.eps > 1:
             raise ValueError(f"advrbd.eps: expected a budget in [0, 1] pixel units, found {c.eps}")
         if c.pgd_steps < 1 or c.mask_repeats < 1 or c.rounds < 0:
@@ -121,12 +126,9 @@ class AdvrBD(Defense):
         # 1. partition
         h, w = data.input_size
         radius = max(1, int(round(c.radius_frac * min(h, w))))
-        out = self.stage("partition", lambda: {"kl": masked_kl_scores(
-            eng, model, dev, eps=c.eps, radius=radius, steps=c.pgd_steps,
-            repeats=c.mask_repeats, desc="advrbd partition")})
-        kl = out["kl"]
-        seed = _top_per_class(kl, labels, data.num_classes, c.seed_frac,
-                              torch.zeros(len(data), dtype=torch.bool))
+        out = self.stage("partition", lambda: self._partition(model, data, radius))
+        kl = out["kl"]  # NaN where not scored
+        seed = _top_per_class(kl, labels, data.num_classes, c.seed_frac, kl.isnan())
         # 2. backdoor enhancement
         out = self.stage("enhance", lambda: self._enhance(model, dev, labels, seed, data.num_classes,
                                                           monitor))
@@ -147,10 +149,12 @@ class AdvrBD(Defense):
         # 4. relabel + relearn
         relabels = torch.full_like(labels, -1)
         if c.relabel and flagged.any():
-            new = eng.predict(clean_model, dev)
-            move = flagged & (new != labels)
+            conf, new = eng.logits(clean_model, dev, fp32=True).softmax(1).max(1)
+            move = flagged & (new != labels) & (conf >= c.relabel_conf)
             relabels[move] = new[move]
-            keep = ~flagged | move
+            # flagged samples the clean model agrees with keep their label (almost all are
+            # clean: a dirty-label poison rarely agrees); unsure disagreements are dropped
+            keep = ~flagged | move | (new == labels)
             final_labels = torch.where(move, new, labels)
             out = self.stage("relearn", lambda: {
                 "history": eng.fit(clean_model, dev, final_labels, self.train.replace(
@@ -170,6 +174,16 @@ class AdvrBD(Defense):
             extra={"seed_size": int(seed.sum()), "unlearned_size": int(unlearned.sum()),
                    "flagged": int(flagged.sum()), "relabeled": int((relabels >= 0).sum()),
                    "clean_part_per_class": counts.tolist(), "patch_radius": radius})
+
+    def _partition(self, model, data: PoisonedDataset, radius: int) -> dict:
+        """Masked adversarial KL of a random ``score_frac`` of each class (NaN elsewhere)."""
+        c, eng = self.config, self.engine
+        scored = _random_per_class(data.labels, data.num_classes, c.score_frac, eng.generator())
+        idx = torch.nonzero(scored).flatten()
+        kl = torch.full((len(data),), float("nan"))
+        kl[idx] = masked_kl_scores(eng, model, eng.data(data.subset(idx)), eps=c.eps, radius=radius,
+                                   steps=c.pgd_steps, repeats=c.mask_repeats, desc="advrbd partition")
+        return {"kl": kl}
 
     def _enhance(self, model, dev, labels, seed, num_classes, monitor) -> dict:
         """Rounds of bounded unlearning of D_c plus learning of the rest; D_c grows."""
@@ -195,6 +209,17 @@ class AdvrBD(Defense):
 
 def _state(model) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _random_per_class(labels: torch.Tensor, num_classes: int, frac: float,
+                      gen: torch.Generator) -> torch.Tensor:
+    """(N,) bool: a random ``frac`` of each class (at least one sample per non-empty class)."""
+    pick = torch.zeros(len(labels), dtype=torch.bool)
+    for k in range(num_classes):
+        idx = torch.nonzero(labels == k).flatten()
+        take = max(1, int(round(frac * len(idx)))) if len(idx) else 0
+        pick[idx[torch.randperm(len(idx), generator=gen)[:take]]] = True
+    return pick
 
 
 def _top_per_class(score: torch.Tensor, labels: torch.Tensor, num_classes: int, frac: float,
