@@ -50,18 +50,22 @@ def plot_run(folder: Path, result, truth=None) -> None:
 
 def _hist(plt, path: Path, scores: torch.Tensor, truth, title: str) -> None:
     s = scores.float().cpu()
-    log = bool((s > 0).all()) and float(s.max()) / max(float(s.min()), 1e-30) > 1e3
-    s = s.log10() if log else s
+    ok = torch.isfinite(s)  # unscored samples (NaN) are left out
+    if not ok.any():
+        return
+    lo, hi = float(s[ok].min()), float(s[ok].max())
+    log = lo >= 0 and hi / max(lo, 1e-12) > 1e3  # e.g. KL: 1e-6 .. 1
+    s = s.clamp(min=1e-12).log10() if log else s
     fig, ax = plt.subplots(figsize=(4.5, 3))
     if truth is not None and truth.poison_mask.any():
-        clean = ~truth.poison_mask & ~truth.cover_mask
-        ax.hist(s[clean].numpy(), bins=60, alpha=0.6, density=True, label="clean")
-        ax.hist(s[truth.poison_mask].numpy(), bins=60, alpha=0.6, density=True, label="poisoned")
-        if truth.cover_mask.any():
-            ax.hist(s[truth.cover_mask].numpy(), bins=60, alpha=0.5, density=True, label="cover")
+        groups = [("clean", ~truth.poison_mask & ~truth.cover_mask), ("poisoned", truth.poison_mask),
+                  ("cover", truth.cover_mask)]
+        for label, mask in groups:
+            if (mask & ok).any():
+                ax.hist(s[mask & ok].numpy(), bins=60, alpha=0.6, density=True, label=label)
         ax.legend()
     else:
-        ax.hist(s.numpy(), bins=60)
+        ax.hist(s[ok].numpy(), bins=60)
     ax.set_xlabel(f"log10 {title}" if log else title)
     _savefig(fig, path)
     plt.close(fig)
