@@ -111,6 +111,7 @@ def test_digits_badnet_advrbd_lowers_asr(tmp_path):
               sets=["train.epochs=12"])
     none = runner.run(defense="none", **kw)
     ours = runner.run(defense="advrbd", **kw)
-    assert none["asr"] > 0.5, f"the backdoor must be learned first (ASR {none['asr']:.2f})"
+    # 12 epochs learn the backdoor to 48-81% ASR depending on thread count (chance: 10%)
+    assert none["asr"] > 0.3, f"the backdoor must be learned first (ASR {none['asr']:.2f})"
     assert ours["asr"] < none["asr"] / 2, (none["asr"], ours["asr"])
     assert ours["acc"] > none["acc"] - 0.1
