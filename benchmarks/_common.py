@@ -21,8 +21,11 @@ ATTACKS = ["badnet", "blend", "sig", "wanet", "physicalba", "tact", "adaptive_bl
 
 
 def machine() -> dict:
+    """Facts that move CPU timings; bfloat16 is only fast on CPUs with AMX tiles."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: None)()
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "isa": torch.backends.cpu.get_cpu_capability(), "amx": amx}
 
 
 def meta(script: str, **extra) -> dict:
@@ -35,7 +38,8 @@ def header(title: str, m: dict) -> list[str]:
     mach = m["machine"]
     return [f"# {title}", "", f"Command: `{m['command'].strip()}`  ",
             f"Machine: {mach['processor']}, {mach['cpus']} cpus, torch {mach['torch']}, "
-            f"{mach['threads']} torch thread(s), {mach['platform']}  ", f"Date: {m['date']}", ""]
+            f"{mach['threads']} torch thread(s), ISA {mach.get('isa')}, AMX {mach.get('amx')}, "
+            f"{mach['platform']}  ", f"Date: {m['date']}", ""]
 
 
 def write(name: str, markdown: str, m: dict, rows: list[dict]) -> None:

@@ -39,6 +39,29 @@ def _mean(rows, key):
     return sum(v) / len(v) if v else None
 
 
+def _report(a, name, sets, attacks, defenses, rows) -> None:
+    """Write the table of the rows so far (called after every cell, so a cut run keeps its cells)."""
+    info = meta("defense.py", preset=a.preset, dataset=a.dataset, seed=a.seed, sets=sets,
+                attacks=attacks, defenses=defenses)
+    table = [[r["attack"], r["defense"], *(fmt_pct(r[k]) for k in COLS), fmt_pct(r["auroc"]),
+              f"{r['seconds']:.0f}", "-" if r["time_ratio"] is None else f"{r['time_ratio']:.2f}"]
+             for r in rows]
+    for d in defenses:
+        mine = [r for r in rows if r["defense"] == d and r["attack"] != "none"]
+        if len(mine) > 1:
+            table.append([f"**average ({len(mine)} attacks)**", d,
+                          *(fmt_pct(_mean(mine, k)) for k in COLS), fmt_pct(_mean(mine, "auroc")),
+                          f"{_mean(mine, 'seconds'):.0f}", f"{_mean(mine, 'time_ratio'):.2f}"])
+    md = header(f"{', '.join(defenses)} per attack ({a.preset} preset, {a.dataset})", info) + [
+        f"Poison ratio {a.ratio if a.ratio is not None else 'per attack (0.05)'}, target 1, seed "
+        f"{a.seed}. TPR/FPR/precision: the defense's flagged set against the true poison (cover "
+        "samples excluded); AUROC of its per-sample scores. time_ratio: wall time / the no-defense "
+        "training of the same attack.", "",
+        markdown_table(["attack", "defense", "ACC %", "ASR %", "RA %", "TPR %", "FPR %",
+                        "precision %", "AUROC %", "seconds", "time_ratio"], table)]
+    write(name, "\n".join(md) + "\n", info, rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="cpu")
@@ -73,25 +96,7 @@ def main() -> None:
             print(f"{attack:15s} {defense:8s} " + "  ".join(
                 f"{k.upper()} {fmt_pct(row[k])}" for k in COLS) + f"  {row['seconds']:.0f}s "
                 f"x{row['time_ratio']}", flush=True)
-    info = meta("defense.py", preset=a.preset, dataset=a.dataset, seed=a.seed, sets=sets,
-                attacks=attacks, defenses=defenses)
-    table = [[r["attack"], r["defense"], *(fmt_pct(r[k]) for k in COLS), fmt_pct(r["auroc"]),
-              f"{r['seconds']:.0f}", "-" if r["time_ratio"] is None else f"{r['time_ratio']:.2f}"]
-             for r in rows]
-    for d in defenses:
-        mine = [r for r in rows if r["defense"] == d and r["attack"] != "none"]
-        if len(mine) > 1:
-            table.append([f"**average ({len(mine)} attacks)**", d,
-                          *(fmt_pct(_mean(mine, k)) for k in COLS), fmt_pct(_mean(mine, "auroc")),
-                          f"{_mean(mine, 'seconds'):.0f}", f"{_mean(mine, 'time_ratio'):.2f}"])
-    md = header(f"{', '.join(defenses)} per attack ({a.preset} preset, {a.dataset})", info) + [
-        f"Poison ratio {a.ratio if a.ratio is not None else 'per attack (0.05)'}, target 1, seed "
-        f"{a.seed}. TPR/FPR/precision: the defense's flagged set against the true poison (cover "
-        "samples excluded); AUROC of its per-sample scores. time_ratio: wall time / the no-defense "
-        "training of the same attack.", "",
-        markdown_table(["attack", "defense", "ACC %", "ASR %", "RA %", "TPR %", "FPR %",
-                        "precision %", "AUROC %", "seconds", "time_ratio"], table)]
-    write(name, "\n".join(md) + "\n", info, rows)
+            _report(a, name, sets, attacks, defenses, rows)
 
 
 if __name__ == "__main__":
