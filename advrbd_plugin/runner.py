@@ -160,16 +160,21 @@ class Experiment:
         return out
 
     def monitor(self):
-        """A callable model -> {acc, asr} on a fixed slice of the test sets (for histories)."""
+        """A callable model -> {acc, asr} on a fixed random sample of the test sets (for
+        histories; a random sample, since test sets are often sorted by class)."""
         size = int(self.cfg["monitor_size"])
         if size <= 0:
             return None
         eng, b = self.engine, self.bundle
-        test = eng.data(b.x_test[:size], b.mean, b.std)
-        y = b.y_test[:size]
-        trig = None if self.triggered is None else (
-            eng.data(self.triggered.images[:size], b.mean, b.std),
-            self.triggered.target_labels[:size], self.triggered.true_labels[:size])
+        g = torch.Generator().manual_seed(0)
+        pick = torch.randperm(len(b.y_test), generator=g)[:size]
+        test = eng.data(b.x_test[pick], b.mean, b.std)
+        y = b.y_test[pick]
+        trig = None
+        if self.triggered is not None:
+            tp = torch.randperm(len(self.triggered.target_labels), generator=g)[:size]
+            trig = (eng.data(self.triggered.images[tp], b.mean, b.std),
+                    self.triggered.target_labels[tp], self.triggered.true_labels[tp])
 
         def monitor(model):
             out = {"acc": eng.accuracy(model, test, y)}

@@ -3,6 +3,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
+import torch
 
 import advrbd_plugin as ap
 from advrbd_plugin import cli, runner
@@ -96,3 +97,27 @@ def test_list_and_show_config(capsys):
     assert cli.main(["show-config", "--preset", "cpu", "--defense", "advrbd"]) == 0
     out = capsys.readouterr().out
     assert "model: resnet9" in out and "eps:" in out
+
+
+def test_monitor_samples_every_class_of_a_sorted_test_set(tmp_path):
+    """Histories must not see only the first classes of a class-sorted test set."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 50)
+    x = rng.integers(0, 256, (200, 8, 8, 3), dtype=np.uint8)
+    path = tmp_path / "sorted.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y)
+    cfg = runner.resolve_config(sets=["monitor_size=40", "attack.name=none"],
+                                dataset=f"npz:{path}", preset="smoke")
+    exp = runner.Experiment(cfg)
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, xb):
+            seen.append(len(xb))
+            return torch.zeros(len(xb), 4)
+
+    monitor = exp.monitor()
+    assert monitor is not None
+    # predicting class 0 everywhere scores 1.0 on the first 40 sorted samples, ~0.25 on a random 40
+    assert monitor(Spy())["acc"] < 0.6 and sum(seen) == 40
