@@ -2,6 +2,7 @@
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,7 +102,6 @@ def test_list_and_show_config(capsys):
 
 def test_monitor_samples_every_class_of_a_sorted_test_set(tmp_path):
     """Histories must not see only the first classes of a class-sorted test set."""
-    import numpy as np
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 50)
     x = rng.integers(0, 256, (200, 8, 8, 3), dtype=np.uint8)
