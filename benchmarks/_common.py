@@ -20,10 +20,23 @@ WORK = Path(__file__).parent / "work"
 ATTACKS = ["badnet", "blend", "sig", "wanet", "physicalba", "tact", "adaptive_blend", "adaptive_patch"]
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), else None."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def machine() -> dict:
-    """Facts that move CPU timings; bfloat16 is only fast on CPUs with AMX tiles."""
+    """Facts that move CPU timings: the CPU model, its vector ISA and AMX tiles (bfloat16 speed
+    depends on them), threads."""
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: None)()
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": _cpu_model(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "isa": torch.backends.cpu.get_cpu_capability(), "amx": amx}
 
@@ -37,7 +50,7 @@ def meta(script: str, **extra) -> dict:
 def header(title: str, m: dict) -> list[str]:
     mach = m["machine"]
     return [f"# {title}", "", f"Command: `{m['command'].strip()}`  ",
-            f"Machine: {mach['processor']}, {mach['cpus']} cpus, torch {mach['torch']}, "
+            f"Machine: {mach.get('cpu_model') or mach['processor']}, {mach['cpus']} cpus, torch {mach['torch']}, "
             f"{mach['threads']} torch thread(s), ISA {mach.get('isa')}, AMX {mach.get('amx')}, "
             f"{mach['platform']}  ", f"Date: {m['date']}", ""]
 

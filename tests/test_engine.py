@@ -98,3 +98,12 @@ def test_device_auto_and_bad_precision():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             Engine(device="cuda")
+
+
+def test_channels_last_auto_is_cuda_only_and_bad_value_named():
+    assert Engine(device="cpu").channels_last is False  # measured slower on CPU
+    assert Engine(device="cpu", channels_last=True).channels_last is True
+    if torch.cuda.is_available():
+        assert Engine(device="cuda").channels_last is True
+    with pytest.raises(ValueError, match="channels_last: expected true, false or 'auto'"):
+        Engine(device="cpu", channels_last="yes")
