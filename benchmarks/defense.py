@@ -1,18 +1,21 @@
 """AdvrBD (or any defenses) against no defense, per attack, on the cpu preset (issue 4).
 
 Usage: python benchmarks/defense.py [--preset cpu] [--defenses none advrbd] [--attacks all]
-           [--ratio R] [--set KEY=VALUE ...] [--threads N] [--name STEM]
+           [--ratio R] [--set KEY=VALUE ...] [--threads N] [--name STEM] [--finished-only]
 ``--attacks all`` is the paper's eight; ``none`` (no attack) measures the cost on clean data.
 ``--ratio`` overrides every attack's poison ratio (paper Table V); those cells live in their
 own work folder. Writes benchmarks/results/<name>.{md,json} (default advrbd_<preset>, with a
 ``_r<ratio>`` suffix when --ratio is given): rows {"attack", "defense", "acc", "asr", "ra",
 "tpr", "fpr", "precision", "auroc", "seconds", "time_ratio"}, fractions in [0, 1];
 time_ratio = seconds / the no-defense run's seconds for the same attack (same work
-folder, same --threads). Resumable: finished cells are skipped.
+folder, same --threads). Resumable: finished cells are skipped. ``--finished-only`` trains
+nothing: it writes the table of the cells already finished (to collect the cells of several
+copies of the script run in parallel).
 """
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 
@@ -32,6 +35,16 @@ def _row(m: dict) -> dict:
             "seconds": m["seconds"], "time_ratio": None, "poisoned": m["poisoned"],
             "flagged": det.get("flagged"), "timings": (m.get("result") or {}).get("timings"),
             "clean_part_per_class": extra.get("clean_part_per_class")}
+
+
+def _finished(sets, **flags) -> dict | None:
+    """The metrics of a finished cell with this exact config, else None (nothing is run)."""
+    cfg = runner.resolve_config(None, sets, **flags)
+    meta = runner.run_folder(cfg) / "metrics.json"
+    if not meta.is_file():
+        return None
+    m = json.loads(meta.read_text())
+    return m if m.get("config_hash") == runner.config_hash(cfg) else None
 
 
 def _mean(rows, key):
@@ -73,6 +86,8 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--threads", type=int, help="torch intra-op threads")
     ap.add_argument("--name", help="results file stem")
+    ap.add_argument("--finished-only", action="store_true",
+                    help="train nothing; tabulate the cells that are already finished")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -86,9 +101,15 @@ def main() -> None:
     for attack in attacks:
         base = None
         for defense in defenses:
-            m = runner.run(sets=sets if attack != "none" else a.sets, dataset=a.dataset,
-                           attack=attack, defense=defense, seed=a.seed, preset=a.preset,
-                           out=str(work), quiet=True)
+            kw = dict(sets=sets if attack != "none" else a.sets, dataset=a.dataset, attack=attack,
+                      defense=defense, seed=a.seed, preset=a.preset, out=str(work), quiet=True)
+            if a.finished_only:
+                m = _finished(**kw)
+                if m is None:
+                    print(f"{attack:15s} {defense:8s} not finished: skipped", flush=True)
+                    continue
+            else:
+                m = runner.run(**kw)
             row = _row(m)
             base = row["seconds"] if defense == "none" else base
             row["time_ratio"] = round(row["seconds"] / base, 3) if base else None
