@@ -135,7 +135,7 @@ class AdvrBD(Defense):
         load("state", out)
         unlearned, history["enhance"] = out["unlearned"], out["history"]
         # 3. split + clean model
-        logits = eng.logits(model, dev, fp32=True)
+        logits = eng.logits(model, dev)  # autocast: argmax and p_y need no fp32 (only the KL does)
         flagged = logits.argmax(1) == labels
         fit = logits.softmax(1).gather(1, labels[:, None]).squeeze(1)  # enhanced p(label | x)
         clean_model = init
@@ -149,7 +149,7 @@ class AdvrBD(Defense):
         # 4. relabel + relearn
         relabels = torch.full_like(labels, -1)
         if c.relabel and flagged.any():
-            conf, new = eng.logits(clean_model, dev, fp32=True).softmax(1).max(1)
+            conf, new = eng.logits(clean_model, dev).softmax(1).max(1)
             move = flagged & (new != labels) & (conf >= c.relabel_conf)
             relabels[move] = new[move]
             # flagged samples the clean model agrees with keep their label (almost all are
@@ -196,7 +196,7 @@ class AdvrBD(Defense):
             weights = torch.where(unlearned, -c.ascent_weight, 1.0)
             eng.fit(model, dev, labels, cfg, weights=weights, ascent_bound=c.ascent_bound,
                     unlearn=c.unlearn, desc=f"advrbd enhance {r + 1}/{c.rounds}")
-            loss = eng.per_sample_loss(model, dev, labels)
+            loss = eng.per_sample_loss(model, dev, labels, fp32=False)  # a ranking
             row = {"round": r + 1, "unlearned": int(unlearned.sum()),
                    "train_fit": float((loss < 0.693).float().mean())}
             if monitor is not None:

@@ -1,6 +1,8 @@
 """Batched masked adversarial perturbation and the per-sample KL it causes."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,7 +27,7 @@ def random_square_masks(n: int, h: int, w: int, radius: int,
 
 def masked_kl_scores(engine: Engine, model: nn.Module, data: DeviceData, *, eps: float,
                      radius: int, steps: int, step_size: float | None = None, repeats: int = 1,
-                     batch_size: int = 512, fast_steps: bool = True,
+                     batch_size: Optional[int] = None, fast_steps: bool = True,
                      desc: str = "score") -> torch.Tensor:
     """KL(p(x) || p(x + m*delta*)) per sample, maximised over |delta|_inf <= eps by PGD.
 
@@ -46,7 +48,7 @@ def masked_kl_scores(engine: Engine, model: nn.Module, data: DeviceData, *, eps:
     _, _, h, w = data.shape
     scores = torch.zeros(n)
     try:
-        for idx in engine.progress(list(engine.batches(data, batch_size)), desc=desc):
+        for idx in engine.progress(list(engine.batches(data, batch_size or engine.eval_batch)), desc=desc):
             x = data.raw(idx)
             b = x.shape[0]
             with torch.no_grad():

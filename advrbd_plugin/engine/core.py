@@ -77,11 +77,15 @@ class Engine:
     seed: seeds data order and augmentation of every call (each call draws from a
         generator seeded by (seed, call counter), so runs are reproducible).
     max_device_bytes: above this the images stream from pinned host memory (CUDA only).
+    eval_batch: batch size of inference passes (logits, losses, features, scoring); default
+        1024 on CUDA and 128 on CPU, where small batches stay in cache (resnet9 forward,
+        one thread: 128 -> 333 img/s, 1024 -> 247 img/s, bf16).
     """
 
     def __init__(self, device: str | torch.device = "auto", precision: str = "bf16",
                  channels_last: bool | str = "auto", compile: bool = False, quiet: bool = False,
-                 seed: int = 0, max_device_bytes: Optional[int] = None):
+                 seed: int = 0, max_device_bytes: Optional[int] = None,
+                 eval_batch: Optional[int] = None):
         if precision not in ("bf16", "fp16", "fp32"):
             raise ValueError(f"precision: expected 'bf16', 'fp16' or 'fp32', found {precision!r}")
         self.device = resolve_device(device)
@@ -95,6 +99,9 @@ class Engine:
         self.quiet = quiet
         self.seed = int(seed)
         self.max_device_bytes = max_device_bytes
+        if eval_batch is not None and eval_batch < 1:
+            raise ValueError(f"eval_batch: expected a positive batch size, found {eval_batch}")
+        self.eval_batch = eval_batch or (1024 if self.device.type == "cuda" else 128)
         self._calls = 0
 
     # -- helpers --------------------------------------------------------------
@@ -257,20 +264,21 @@ class Engine:
             yield torch.arange(s, min(s + batch_size, n))
 
     @torch.no_grad()
-    def logits(self, model: nn.Module, data, batch_size: int = 1024,
+    def logits(self, model: nn.Module, data, batch_size: Optional[int] = None,
                fp32: bool = False) -> torch.Tensor:
-        """(N, K) float32 logits on the CPU, model in eval mode (its mode restored after)."""
+        """(N, K) float32 logits on the CPU, model in eval mode (its mode restored after);
+        computed under autocast unless ``fp32``."""
         data = self.data(data) if not isinstance(data, DeviceData) else data
         was = model.training
         model = self.prepare(model).eval()
         out = []
-        for idx in self.batches(data, batch_size):
+        for idx in self.batches(data, batch_size or self.eval_batch):
             with self.autocast(not fp32):
                 out.append(model(self._fmt(data.batch(idx))).float().cpu())
         model.train(was)
         return torch.cat(out)
 
-    def predict(self, model: nn.Module, data, batch_size: int = 1024) -> torch.Tensor:
+    def predict(self, model: nn.Module, data, batch_size: Optional[int] = None) -> torch.Tensor:
         """(N,) int64 predicted classes."""
         return self.logits(model, data, batch_size).argmax(1)
 
@@ -281,13 +289,14 @@ class Engine:
         return float((self.predict(model, data) == labels.cpu()).float().mean())
 
     def per_sample_loss(self, model: nn.Module, data, labels: torch.Tensor,
-                        batch_size: int = 1024) -> torch.Tensor:
-        """(N,) float32 cross-entropy per sample (fp32 logits)."""
-        lg = self.logits(model, data, batch_size, fp32=True)
+                        batch_size: Optional[int] = None, fp32: bool = True) -> torch.Tensor:
+        """(N,) float32 cross-entropy per sample (logits in fp32 unless ``fp32=False``: enough
+        for ranking by loss, ~1.7x faster on CPU)."""
+        lg = self.logits(model, data, batch_size, fp32=fp32)
         return F.cross_entropy(lg, labels.cpu().long(), reduction="none")
 
     @torch.no_grad()
-    def features(self, model: nn.Module, data, batch_size: int = 1024) -> torch.Tensor:
+    def features(self, model: nn.Module, data, batch_size: Optional[int] = None) -> torch.Tensor:
         """(N, D) float32 penultimate features via ``model.forward_features``."""
         if not hasattr(model, "forward_features"):
             raise TypeError(f"{type(model).__name__} has no forward_features(x); models from "
@@ -296,7 +305,7 @@ class Engine:
         was = model.training
         model = self.prepare(model).eval()
         out = []
-        for idx in self.batches(data, batch_size):
+        for idx in self.batches(data, batch_size or self.eval_batch):
             with self.autocast():
                 out.append(model.forward_features(self._fmt(data.batch(idx))).float().cpu())
         model.train(was)
