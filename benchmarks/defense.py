@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/defense.py [--preset cpu] [--defenses none advrbd] [--attacks all]
            [--ratio R] [--set KEY=VALUE ...] [--threads N] [--name STEM] [--finished-only]
+           [--fill-from RESULTS.json]
 ``--attacks all`` is the paper's eight; ``none`` (no attack) measures the cost on clean data.
 ``--ratio`` overrides every attack's poison ratio (paper Table V); those cells live in their
 own work folder. Writes benchmarks/results/<name>.{md,json} (default advrbd_<preset>, with a
@@ -10,7 +11,9 @@ own work folder. Writes benchmarks/results/<name>.{md,json} (default advrbd_<pre
 time_ratio = seconds / the no-defense run's seconds for the same attack (same work
 folder, same --threads). Resumable: finished cells are skipped. ``--finished-only`` trains
 nothing: it writes the table of the cells already finished (to collect the cells of several
-copies of the script run in parallel).
+copies of the script run in parallel). ``--fill-from`` (with ``--finished-only``) takes the
+rows of unfinished cells from an earlier results file; the table marks them and names that
+file's date and machine.
 """
 from __future__ import annotations
 
@@ -56,7 +59,8 @@ def _report(a, name, sets, attacks, defenses, rows) -> None:
     """Write the table of the rows so far (called after every cell, so a cut run keeps its cells)."""
     info = meta("defense.py", preset=a.preset, dataset=a.dataset, seed=a.seed, sets=sets,
                 attacks=attacks, defenses=defenses)
-    table = [[r["attack"], r["defense"], *(fmt_pct(r[k]) for k in COLS), fmt_pct(r["auroc"]),
+    table = [[r["attack"] + (" (*)" if r.get("from") else ""), r["defense"],
+              *(fmt_pct(r[k]) for k in COLS), fmt_pct(r["auroc"]),
               f"{r['seconds']:.0f}", "-" if r["time_ratio"] is None else f"{r['time_ratio']:.2f}"]
              for r in rows]
     for d in defenses:
@@ -72,6 +76,10 @@ def _report(a, name, sets, attacks, defenses, rows) -> None:
         "training of the same attack.", "",
         markdown_table(["attack", "defense", "ACC %", "ASR %", "RA %", "TPR %", "FPR %",
                         "precision %", "AUROC %", "seconds", "time_ratio"], table)]
+    older = sorted({r["from"] for r in rows if r.get("from")})
+    if older:
+        md += ["", "(*) not re-run here: row taken from " + "; ".join(older) + " (another "
+               "machine or code version; its time_ratio was measured there)."]
     write(name, "\n".join(md) + "\n", info, rows)
 
 
@@ -88,6 +96,8 @@ def main() -> None:
     ap.add_argument("--name", help="results file stem")
     ap.add_argument("--finished-only", action="store_true",
                     help="train nothing; tabulate the cells that are already finished")
+    ap.add_argument("--fill-from", help="with --finished-only: an earlier results JSON whose rows "
+                    "stand in for unfinished cells (marked in the table)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -97,8 +107,25 @@ def main() -> None:
     if a.ratio is not None:
         sets.append(f"attack.poison_ratio={a.ratio}")
         work, name = WORK / f"ratio_{a.ratio}", a.name or f"advrbd_{a.preset}_r{a.ratio}"
+    if a.fill_from and not a.finished_only:
+        ap.error("--fill-from needs --finished-only")
+    older = {}
+    if a.fill_from:
+        old = json.loads(open(a.fill_from, encoding="utf-8").read())
+        mach = old["machine"]
+        tag = (f"{a.fill_from} ({old['date']}, {mach.get('cpu_model') or mach['processor']}, "
+               f"ISA {mach.get('isa')}, AMX {mach.get('amx')})")
+        older = {(r["attack"], r["defense"]): {**r, "from": tag} for r in old["rows"]}
     rows = []
     for attack in attacks:
+        kw = dict(dataset=a.dataset, attack=attack, seed=a.seed, preset=a.preset, out=str(work),
+                  quiet=True, sets=sets if attack != "none" else a.sets)
+        if older and not all(_finished(defense=d, **kw) for d in defenses) \
+                and all((attack, d) in older for d in defenses):
+            # an attack is taken whole from one run, so its time_ratio stays within one machine
+            rows += [older[attack, d] for d in defenses]
+            print(f"{attack:15s} from {a.fill_from}", flush=True)
+            continue
         base = None
         for defense in defenses:
             kw = dict(sets=sets if attack != "none" else a.sets, dataset=a.dataset, attack=attack,
