@@ -111,32 +111,34 @@ def main() -> None:
         ap.error("--fill-from needs --finished-only")
     older = {}
     if a.fill_from:
-        old = json.loads(open(a.fill_from, encoding="utf-8").read())
-        mach = old["machine"]
+        try:
+            old = json.loads(open(a.fill_from, encoding="utf-8").read())
+            mach, old_rows = old["machine"], old["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"--fill-from {a.fill_from!r}: expected a results JSON written by this script "
+                     f"(keys 'date', 'machine', 'rows'); {type(e).__name__}: {e}")
         tag = (f"{a.fill_from} ({old['date']}, {mach.get('cpu_model') or mach['processor']}, "
                f"ISA {mach.get('isa')}, AMX {mach.get('amx')})")
-        older = {(r["attack"], r["defense"]): {**r, "from": tag} for r in old["rows"]}
+        older = {(r["attack"], r["defense"]): {**r, "from": tag} for r in old_rows}
     rows = []
     for attack in attacks:
         kw = dict(dataset=a.dataset, attack=attack, seed=a.seed, preset=a.preset, out=str(work),
                   quiet=True, sets=sets if attack != "none" else a.sets)
-        if older and not all(_finished(defense=d, **kw) for d in defenses) \
-                and all((attack, d) in older for d in defenses):
+        done = {d: _finished(defense=d, **kw) for d in defenses} if a.finished_only else {}
+        if older and not all(done.values()) and all((attack, d) in older for d in defenses):
             # an attack is taken whole from one run, so its time_ratio stays within one machine
             rows += [older[attack, d] for d in defenses]
             print(f"{attack:15s} from {a.fill_from}", flush=True)
             continue
         base = None
         for defense in defenses:
-            kw = dict(sets=sets if attack != "none" else a.sets, dataset=a.dataset, attack=attack,
-                      defense=defense, seed=a.seed, preset=a.preset, out=str(work), quiet=True)
             if a.finished_only:
-                m = _finished(**kw)
+                m = done[defense]
                 if m is None:
                     print(f"{attack:15s} {defense:8s} not finished: skipped", flush=True)
                     continue
             else:
-                m = runner.run(**kw)
+                m = runner.run(defense=defense, **kw)
             row = _row(m)
             base = row["seconds"] if defense == "none" else base
             row["time_ratio"] = round(row["seconds"] / base, 3) if base else None

@@ -48,7 +48,7 @@ def masked_kl_scores(engine: Engine, model: nn.Module, data: DeviceData, *, eps:
     _, _, h, w = data.shape
     scores = torch.zeros(n)
     try:
-        for idx in engine.progress(list(engine.batches(data, batch_size or engine.eval_batch)), desc=desc):
+        for idx in engine.progress(list(engine.batches(data, batch_size)), desc=desc):
             x = data.raw(idx)
             b = x.shape[0]
             with torch.no_grad():

@@ -258,8 +258,9 @@ class Engine:
         return history
 
     # -- inference ----------------------------------------------------------------
-    def batches(self, data: DeviceData, batch_size: int) -> Iterator[torch.Tensor]:
-        n = len(data)
+    def batches(self, data: DeviceData, batch_size: Optional[int] = None) -> Iterator[torch.Tensor]:
+        """Index tensors of consecutive inference batches (default size: ``eval_batch``)."""
+        n, batch_size = len(data), batch_size or self.eval_batch
         for s in range(0, n, batch_size):
             yield torch.arange(s, min(s + batch_size, n))
 
@@ -272,7 +273,7 @@ class Engine:
         was = model.training
         model = self.prepare(model).eval()
         out = []
-        for idx in self.batches(data, batch_size or self.eval_batch):
+        for idx in self.batches(data, batch_size):
             with self.autocast(not fp32):
                 out.append(model(self._fmt(data.batch(idx))).float().cpu())
         model.train(was)
@@ -305,7 +306,7 @@ class Engine:
         was = model.training
         model = self.prepare(model).eval()
         out = []
-        for idx in self.batches(data, batch_size or self.eval_batch):
+        for idx in self.batches(data, batch_size):
             with self.autocast():
                 out.append(model.forward_features(self._fmt(data.batch(idx))).float().cpu())
         model.train(was)
