@@ -39,6 +39,9 @@ def _register_compare(sub, run_flags) -> None:
                    help="seeds to average over (default: --seed, else 0)")
     p.add_argument("--report-dir", dest="report_dir",
                    help="where compare.md/csv/json go (default <out>/<dataset>/compare)")
+    p.add_argument("--finished-only", dest="finished_only", action="store_true",
+                   help="train nothing: tabulate the cells already finished (e.g. computed by "
+                        "several compare processes in parallel)")
 
 
 def _dispatch_compare(a, flags):
@@ -53,7 +56,7 @@ def _dispatch_compare(a, flags):
     if dataset is None:
         raise ValueError("compare needs --dataset (a registered dataset or npz:PATH)")
     rows = compare(dataset, a.attacks, a.defenses, seeds, sets=a.sets, config=a.config,
-                   report_dir=a.report_dir, **kw)
+                   report_dir=a.report_dir, finished_only=a.finished_only, **kw)
     from .report import fmt_pct, markdown_table
 
     print(markdown_table(["attack", "defense", "ACC %", "ASR %", "RA %", "TPR %", "FPR %",

@@ -30,12 +30,15 @@ def compare(dataset: str, attacks: Sequence[str], defenses: Sequence[str],
             seeds: Sequence[int] = (0,), preset: Optional[str] = None,
             out: Optional[str | os.PathLike] = None, sets: Optional[list[str]] = None, *,
             config: Optional[str | os.PathLike] = None,
-            report_dir: Optional[str | os.PathLike] = None, **flags) -> list[dict]:
+            report_dir: Optional[str | os.PathLike] = None, finished_only: bool = False,
+            **flags) -> list[dict]:
     """Run the grid and write the comparison files.
 
     dataset, preset, out, sets, config, flags: as for ``runner.run`` (flags: model=,
     device=, quiet=, ...). The ``none`` defense is added and run first for every attack
     and seed. report_dir: where the files go (default ``<out>/<dataset>/compare``).
+    finished_only: train nothing, tabulate the cells already finished (to collect a grid
+    computed by several processes); unfinished cells are left out of the table.
     Returns the summary rows (one per attack and defense, then the Average rows), each
     {"attack", "defense", "acc", "asr", "ra", "tpr", "fpr", "precision", "seconds",
     "time_ratio", "clean_data", "seeds", and "<metric>_std" when several seeds ran}.
@@ -49,10 +52,16 @@ def compare(dataset: str, attacks: Sequence[str], defenses: Sequence[str],
     for attack in dict.fromkeys(attacks):
         for seed in dict.fromkeys(seeds):
             for defense in order:
-                m = runner.run(config, sets=sets, dataset=dataset, attack=attack, defense=defense,
-                               seed=seed, preset=preset, out=out, **flags)
+                kw = dict(sets=sets, dataset=dataset, attack=attack, defense=defense, seed=seed,
+                          preset=preset, out=out, **flags)
+                m = runner.finished(config, **kw) if finished_only else runner.run(config, **kw)
+                if m is None:
+                    continue
                 cells.append(_cell(m))
                 folders.append(Path(m["run_folder"]))
+    if not cells:
+        raise ValueError("compare: no finished cell to tabulate; run the grid without "
+                         "finished_only first")
     _add_time_ratio(cells)
     rows = summarize(cells)
     if report_dir is None:  # run folders are <out>/<dataset>/<attack>/<defense>/<seed>
@@ -108,7 +117,8 @@ def summarize(cells: list[dict]) -> list[dict]:
         rows.append(row)
     for defense in dict.fromkeys(r["defense"] for r in rows):
         mine = [r for r in rows if r["defense"] == defense]
-        avg = {"attack": AVERAGE, "defense": defense, "seeds": min(r["seeds"] for r in mine)}
+        avg = {"attack": AVERAGE, "defense": defense, "seeds": min(r["seeds"] for r in mine),
+               "attacks": len(mine)}
         avg.update({k: _mean_std(r[k] for r in mine)[0] for k in METRICS})
         rows.append(avg)
     return rows
@@ -118,6 +128,14 @@ def _pct(row: dict, key: str) -> str:
     s = fmt_pct(row.get(key), 2)
     std = row.get(f"{key}_std")
     return s if std is None or row.get(key) is None else f"{s} ± {100 * std:.2f}"
+
+
+def _partial_note(rows: list[dict], n_attacks: int) -> str:
+    """A line naming the defenses whose Average covers fewer attacks than the grid's."""
+    short = [f"{r['defense']} {r['attacks']}" for r in rows
+             if r["attack"] == AVERAGE and r["attacks"] < n_attacks]
+    return (f"\nUnfinished grid: these defenses' Average covers fewer than the {n_attacks} "
+            f"attacks (defense and attacks covered): {', '.join(short)}.\n" if short else "")
 
 
 def write_compare(rows: list[dict], cells: list[dict], folder: Path, meta: dict) -> None:
@@ -136,7 +154,7 @@ def write_compare(rows: list[dict], cells: list[dict], folder: Path, meta: dict)
     md = (f"# Comparison on {meta['dataset']} (preset {meta['preset'] or 'paper'}, "
           f"seeds {meta['seeds']})\n\nACC / ASR in % (mean ± std over seeds when several). "
           "Rows are attacks, column pairs are defenses; the Average row is the mean over attacks.\n\n"
-          + markdown_table(header, table)
+          + markdown_table(header, table) + _partial_note(rows, len(attacks) - (AVERAGE in attacks))
           + "\nRA, detection (TPR / FPR / precision of the flagged training samples), wall time "
             "and time_ratio = defense seconds / the `none` defense's seconds (same attack and "
             "seed); clean_data = reserved clean samples the defense used.\n\n"

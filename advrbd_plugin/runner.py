@@ -21,7 +21,7 @@ from .engine import Engine, TrainConfig
 from .metrics import DEFINITIONS, attack_metrics, detection_metrics
 from .registry import ATTACKS, DEFENSES
 
-__all__ = ["resolve_config", "run", "run_folder", "Experiment"]
+__all__ = ["resolve_config", "run", "finished", "run_folder", "Experiment"]
 
 _SECTIONS = ("attack", "defense")
 
@@ -246,6 +246,25 @@ def backdoored_model(exp: Experiment) -> tuple[torch.nn.Module, float]:
     return model.eval(), float(metrics["seconds"])
 
 
+def _resolved(config, sets, flags) -> dict:
+    """An already-resolved config as is, else resolve_config(config, sets, **flags)."""
+    if isinstance(config, Mapping) and "train" in config and not sets and not flags:
+        return dict(config)
+    return resolve_config(config, sets, **flags)
+
+
+def finished(config: Optional[str | os.PathLike | Mapping] = None, *,
+             sets: Optional[list[str]] = None, **flags) -> Optional[dict]:
+    """The metrics of the finished cell with exactly this config (same arguments as ``run``),
+    or None when it has not finished; nothing is trained."""
+    cfg = _resolved(config, sets, flags)
+    meta = run_folder(cfg) / "metrics.json"
+    if not meta.is_file():
+        return None
+    done = json.loads(meta.read_text())
+    return done if done.get("config_hash") == config_hash(cfg) else None
+
+
 def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[list[str]] = None,
         resume: bool = True, _experiment: Optional[Experiment] = None, **flags) -> dict:
     """Run one (dataset, attack, defense, seed) cell and write its run folder.
@@ -257,15 +276,13 @@ def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[
     cell with the same config is not recomputed and an interrupted defense continues from
     its last finished stage.
     """
-    cfg = dict(config) if isinstance(config, Mapping) and "train" in config and not sets and not flags \
-        else resolve_config(config, sets, **flags)
+    cfg = _resolved(config, sets, flags)
     folder = run_folder(cfg)
     chash = config_hash(cfg)
     meta = folder / "metrics.json"
-    if resume and meta.is_file():
-        done = json.loads(meta.read_text())
-        if done.get("config_hash") == chash:
-            return done
+    done = finished(cfg) if resume else None
+    if done is not None:
+        return done
     exp = _experiment if _experiment is not None and _experiment.cfg["data_seed"] == cfg["data_seed"] \
         and _experiment.cfg["attack"] == cfg["attack"] and _experiment.cfg["dataset"] == cfg["dataset"] \
         else Experiment(cfg)

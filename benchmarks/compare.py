@@ -4,8 +4,11 @@ numbers (ResNet-18, full CIFAR-10: a different scale, so compare trends, not val
 
 Usage: python benchmarks/compare.py [--preset cpu] [--dataset npz:cifar10_subset.npz]
            [--attacks ...] [--defenses ...] [--seeds 0] [--out benchmarks/work] [--name compare_cpu]
+           [--threads N] [--finished-only]
 Writes benchmarks/results/<name>.{md,json} with the command, machine and date. Resumable:
 finished cells are skipped, so re-running after an interruption continues the grid.
+``--finished-only`` trains nothing and tabulates the finished cells (run several copies with
+disjoint --attacks and --threads 1, then collect them with this flag).
 """
 from __future__ import annotations
 
@@ -99,13 +102,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch intra-op threads (1 avoids OpenMP "
                                                 "stalls when other jobs share the cores)")
     ap.add_argument("--name", default="compare_cpu", help="results file stem")
+    ap.add_argument("--finished-only", action="store_true", help="train nothing; tabulate the "
+                    "cells already finished (to collect copies of this script run in parallel)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     command = "python benchmarks/compare.py " + shlex.join(sys.argv[1:])
     report_dir = Path(a.out) / dataset_label(a.dataset) / "compare"
     rows = compare(a.dataset, a.attacks, a.defenses, a.seeds, preset=a.preset, out=a.out,
-                   sets=a.sets, quiet=True, report_dir=report_dir)
+                   sets=a.sets, quiet=True, report_dir=report_dir,
+                   finished_only=a.finished_only)
     meta = {"command": command.strip(), "date": datetime.date.today().isoformat(),
             "machine": machine(), "dataset": a.dataset, "preset": a.preset,
             "attacks": a.attacks, "defenses": ["none"] + [d for d in a.defenses if d != "none"],

@@ -40,16 +40,6 @@ def _row(m: dict) -> dict:
             "clean_part_per_class": extra.get("clean_part_per_class")}
 
 
-def _finished(sets, **flags) -> dict | None:
-    """The metrics of a finished cell with this exact config, else None (nothing is run)."""
-    cfg = runner.resolve_config(None, sets, **flags)
-    meta = runner.run_folder(cfg) / "metrics.json"
-    if not meta.is_file():
-        return None
-    m = json.loads(meta.read_text())
-    return m if m.get("config_hash") == runner.config_hash(cfg) else None
-
-
 def _mean(rows, key):
     v = [r[key] for r in rows if r.get(key) is not None]
     return sum(v) / len(v) if v else None
@@ -124,7 +114,7 @@ def main() -> None:
     for attack in attacks:
         kw = dict(dataset=a.dataset, attack=attack, seed=a.seed, preset=a.preset, out=str(work),
                   quiet=True, sets=sets if attack != "none" else a.sets)
-        done = {d: _finished(defense=d, **kw) for d in defenses} if a.finished_only else {}
+        done = {d: runner.finished(defense=d, **kw) for d in defenses} if a.finished_only else {}
         if older and not all(done.values()) and all((attack, d) in older for d in defenses):
             # an attack is taken whole from one run, so its time_ratio stays within one machine
             rows += [older[attack, d] for d in defenses]

@@ -65,6 +65,29 @@ def test_compare_writes_tables_and_resumes(tmp_path, applies):
     assert [r["acc"] for r in again] == pytest.approx([r["acc"] for r in rows])
 
 
+def test_compare_finished_only_trains_nothing(tmp_path, applies):
+    with pytest.raises(ValueError, match="no finished cell"):
+        compare_mod.compare(out=tmp_path, finished_only=True, **GRID)
+    compare_mod.compare(out=tmp_path, **{**GRID, "defenses": ["none"]})
+    applies.clear()
+    rows = compare_mod.compare(out=tmp_path, finished_only=True,
+                               **{**GRID, "attacks": ["badnet", "blend"]})
+    assert applies == []  # clp and every blend cell are unfinished: left out, not trained
+    assert [(r["attack"], r["defense"], r["seeds"]) for r in rows] == [
+        ("badnet", "none", 2), ("Average", "none", 2)]
+    assert "Unfinished grid" not in (tmp_path / "digits" / "compare" / "compare.md").read_text()
+    (tmp_path / "digits" / "badnet" / "none" / "1" / "metrics.json").unlink()
+    compare_mod.compare(out=tmp_path, **{**GRID, "attacks": ["blend"], "seeds": [0]})
+    applies.clear()
+    rows = compare_mod.compare(out=tmp_path, finished_only=True,
+                               **{**GRID, "attacks": ["badnet", "blend"], "seeds": [0]})
+    assert applies == []
+    avg = {r["defense"]: r["attacks"] for r in rows if r["attack"] == "Average"}
+    assert avg == {"none": 2, "clp": 1}
+    md = (tmp_path / "digits" / "compare" / "compare.md").read_text()
+    assert "covers fewer than the 2 attacks (defense and attacks covered): clp 1." in md
+
+
 def test_compare_cli(tmp_path, applies, capsys):
     code = main(["compare", "--dataset", "digits", "--attacks", "badnet", "--defenses", "finetuning",
                  "--preset", "smoke", "--seed", "3", "--out", str(tmp_path), "--set",
