@@ -102,7 +102,8 @@ def _mean_std(values: Iterable[Optional[float]]) -> tuple[Optional[float], Optio
 def summarize(cells: list[dict]) -> list[dict]:
     """Per-seed cells -> one row per (attack, defense) with the mean over seeds (and
     ``<metric>_std``, the sample std, when there are several), then one Average row per
-    defense: the mean over attacks of the per-attack means."""
+    defense: the mean over attacks of the per-attack means, taken over the attacks every
+    defense has (all of them in a finished grid), with ``"attacks"`` = how many."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for c in cells:
         groups.setdefault((c["attack"], c["defense"]), []).append(c)
@@ -115,8 +116,13 @@ def summarize(cells: list[dict]) -> list[dict]:
             if len(group) > 1:
                 row[f"{k}_std"] = std
         rows.append(row)
-    for defense in dict.fromkeys(r["defense"] for r in rows):
-        mine = [r for r in rows if r["defense"] == defense]
+    defenses = list(dict.fromkeys(r["defense"] for r in rows))
+    complete = [a for a in dict.fromkeys(r["attack"] for r in rows)
+                if all((a, d) in groups for d in defenses)]
+    for defense in defenses:
+        mine = [r for r in rows if r["defense"] == defense and r["attack"] in complete]
+        if not mine:
+            continue
         avg = {"attack": AVERAGE, "defense": defense, "seeds": min(r["seeds"] for r in mine),
                "attacks": len(mine)}
         avg.update({k: _mean_std(r[k] for r in mine)[0] for k in METRICS})
@@ -124,18 +130,22 @@ def summarize(cells: list[dict]) -> list[dict]:
     return rows
 
 
+def _partial_note(rows: list[dict]) -> str:
+    """For an unfinished grid, a line naming the attacks the Average row covers."""
+    attacks = [a for a in dict.fromkeys(r["attack"] for r in rows) if a != AVERAGE]
+    defenses = list(dict.fromkeys(r["defense"] for r in rows))
+    have = {(r["attack"], r["defense"]) for r in rows}
+    complete = [a for a in attacks if all((a, d) in have for d in defenses)]
+    if len(complete) == len(attacks):
+        return ""
+    return (f"\nUnfinished grid: the Average row covers only the attacks every defense "
+            f"finished: {', '.join(complete) or 'none'}.\n")
+
+
 def _pct(row: dict, key: str) -> str:
     s = fmt_pct(row.get(key), 2)
     std = row.get(f"{key}_std")
     return s if std is None or row.get(key) is None else f"{s} ± {100 * std:.2f}"
-
-
-def _partial_note(rows: list[dict], n_attacks: int) -> str:
-    """A line naming the defenses whose Average covers fewer attacks than the grid's."""
-    short = [f"{r['defense']} {r['attacks']}" for r in rows
-             if r["attack"] == AVERAGE and r["attacks"] < n_attacks]
-    return (f"\nUnfinished grid: these defenses' Average covers fewer than the {n_attacks} "
-            f"attacks (defense and attacks covered): {', '.join(short)}.\n" if short else "")
 
 
 def write_compare(rows: list[dict], cells: list[dict], folder: Path, meta: dict) -> None:
@@ -154,7 +164,7 @@ def write_compare(rows: list[dict], cells: list[dict], folder: Path, meta: dict)
     md = (f"# Comparison on {meta['dataset']} (preset {meta['preset'] or 'paper'}, "
           f"seeds {meta['seeds']})\n\nACC / ASR in % (mean ± std over seeds when several). "
           "Rows are attacks, column pairs are defenses; the Average row is the mean over attacks.\n\n"
-          + markdown_table(header, table) + _partial_note(rows, len(attacks) - (AVERAGE in attacks))
+          + markdown_table(header, table) + _partial_note(rows)
           + "\nRA, detection (TPR / FPR / precision of the flagged training samples), wall time "
             "and time_ratio = defense seconds / the `none` defense's seconds (same attack and "
             "seed); clean_data = reserved clean samples the defense used.\n\n"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from _common import ATTACKS, RESULTS, WORK, machine
+from _common import ATTACKS, RESULTS, WORK, header, machine
 from advrbd_plugin.compare import AVERAGE, compare
 from advrbd_plugin.config import atomic_write_text
 from advrbd_plugin.registry import DEFENSES
@@ -59,9 +59,7 @@ def paper_cifar10() -> dict[tuple[str, str], tuple[float, float]]:
 
 def render(rows: list[dict], meta: dict, report_md: str) -> str:
     paper = paper_cifar10()
-    lines = [f"# Baselines side by side ({meta['preset']} preset, {meta['dataset']})", "",
-             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
-             f"Date: {meta['date']}", ""]
+    lines = header(f"Baselines side by side ({meta['preset']} preset, {meta['dataset']})", meta)
     lines += ["## Defenses and their data", ""]
     info = [[d, "yes" if DEFENSES.get(d).requires_clean_data else "no",
              "post-training (shares the backdoored model)" if DEFENSES.get(d).needs_trained_model

@@ -83,9 +83,11 @@ def test_compare_finished_only_trains_nothing(tmp_path, applies):
                                **{**GRID, "attacks": ["badnet", "blend"], "seeds": [0]})
     assert applies == []
     avg = {r["defense"]: r["attacks"] for r in rows if r["attack"] == "Average"}
-    assert avg == {"none": 2, "clp": 1}
+    assert avg == {"none": 1, "clp": 1}  # over blend, the only attack both defenses finished
+    clp_blend = next(r for r in rows if r["attack"] == "blend" and r["defense"] == "clp")
+    assert rows[-1]["asr"] == clp_blend["asr"]
     md = (tmp_path / "digits" / "compare" / "compare.md").read_text()
-    assert "covers fewer than the 2 attacks (defense and attacks covered): clp 1." in md
+    assert "the Average row covers only the attacks every defense finished: blend." in md
 
 
 def test_compare_cli(tmp_path, applies, capsys):
@@ -97,6 +99,11 @@ def test_compare_cli(tmp_path, applies, capsys):
     row = json.loads((tmp_path / "report" / "compare.json").read_text())["rows"][1]
     assert row["defense"] == "finetuning" and row["clean_data"] > 0
     assert (tmp_path / "digits" / "badnet" / "finetuning" / "3" / "metrics.json").is_file()
+    applies.clear()
+    assert main(["compare", "--dataset", "digits", "--attacks", "badnet", "blend", "--defenses",
+                 "finetuning", "--preset", "smoke", "--seed", "3", "--out", str(tmp_path), "--set",
+                 "train.epochs=1", "--quiet", "--finished-only"]) == 0
+    assert applies == []
 
 
 def test_compare_rejects_an_empty_grid():
