@@ -116,10 +116,8 @@ def summarize(cells: list[dict]) -> list[dict]:
             if len(group) > 1:
                 row[f"{k}_std"] = std
         rows.append(row)
-    defenses = list(dict.fromkeys(r["defense"] for r in rows))
-    complete = [a for a in dict.fromkeys(r["attack"] for r in rows)
-                if all((a, d) in groups for d in defenses)]
-    for defense in defenses:
+    complete = _complete_attacks(rows)
+    for defense in dict.fromkeys(r["defense"] for r in rows):
         mine = [r for r in rows if r["defense"] == defense and r["attack"] in complete]
         if not mine:
             continue
@@ -130,13 +128,18 @@ def summarize(cells: list[dict]) -> list[dict]:
     return rows
 
 
-def _partial_note(rows: list[dict]) -> str:
-    """For an unfinished grid, a line naming the attacks the Average row covers."""
-    attacks = [a for a in dict.fromkeys(r["attack"] for r in rows) if a != AVERAGE]
+def _complete_attacks(rows: list[dict]) -> list[str]:
+    """The attacks (Average excluded) that have a row for every defense present in ``rows``."""
     defenses = list(dict.fromkeys(r["defense"] for r in rows))
     have = {(r["attack"], r["defense"]) for r in rows}
-    complete = [a for a in attacks if all((a, d) in have for d in defenses)]
-    if len(complete) == len(attacks):
+    return [a for a in dict.fromkeys(r["attack"] for r in rows)
+            if a != AVERAGE and all((a, d) in have for d in defenses)]
+
+
+def _partial_note(rows: list[dict]) -> str:
+    """For an unfinished grid, a line naming the attacks the Average row covers."""
+    complete = _complete_attacks(rows)
+    if len(complete) == len({r["attack"] for r in rows} - {AVERAGE}):
         return ""
     return (f"\nUnfinished grid: the Average row covers only the attacks every defense "
             f"finished: {', '.join(complete) or 'none'}.\n")
