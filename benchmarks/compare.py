@@ -4,7 +4,7 @@ numbers (ResNet-18, full CIFAR-10: a different scale, so compare trends, not val
 
 Usage: python benchmarks/compare.py [--preset cpu] [--dataset npz:cifar10_subset.npz]
            [--attacks ...] [--defenses ...] [--seeds 0] [--out benchmarks/work] [--name compare_cpu]
-           [--threads N] [--finished-only]
+           [--threads N] [--finished-only [--fill-from RESULTS.json]]
 Writes benchmarks/results/<name>.{md,json} with the command, machine and date. Resumable:
 finished cells are skipped, so re-running after an interruption continues the grid.
 ``--finished-only`` trains nothing and tabulates the finished cells (run several copies with
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from _common import ATTACKS, RESULTS, WORK, header, machine
-from advrbd_plugin.compare import AVERAGE, compare
+from advrbd_plugin.compare import AVERAGE, compare, summarize, write_compare
 from advrbd_plugin.config import atomic_write_text
 from advrbd_plugin.registry import DEFENSES
 from advrbd_plugin.report import fmt_pct, markdown_table
@@ -69,6 +69,10 @@ def render(rows: list[dict], meta: dict, report_md: str) -> str:
               "training, which the `none` cell pays once; its full cost from data is 1 + time_ratio "
               "plain trainings.", ""]
     lines += ["## Our grid", "", report_md.split("\n", 2)[2].strip(), ""]
+    filled = meta.get("filled_from")
+    if filled:
+        lines += [f"Not re-run here: {', '.join(filled['attacks'])}, taken whole (all defenses, "
+                  f"so each time_ratio stays within one run) from {filled['file']}.", ""]
     ours = {(r["attack"], r["defense"]): r for r in rows if r["attack"] != AVERAGE}
     side, far = [], []
     for (attack, defense), (p_acc, p_asr) in paper.items():
@@ -88,6 +92,35 @@ def render(rows: list[dict], meta: dict, report_md: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fill_from(ap: argparse.ArgumentParser, path: str, rows: list[dict], meta: dict) -> list[dict]:
+    """The summary rows with every attack that is incomplete here but complete in the earlier
+    results file ``path`` (same dataset and preset) replaced by that file's rows; records the
+    file and those attacks in ``meta["filled_from"]``."""
+    try:
+        old = json.loads(Path(path).read_text(encoding="utf-8"))
+        mach, old_rows = old["machine"], old["rows"]
+        same = (old["dataset"], old["preset"]) == (meta["dataset"], meta["preset"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        ap.error(f"--fill-from {path!r}: expected a results JSON written by this script (keys "
+                 f"'date', 'machine', 'dataset', 'preset', 'rows'); {type(e).__name__}: {e}")
+    if not same:
+        ap.error(f"--fill-from {path!r}: its dataset/preset {old['dataset']}/{old['preset']} differ "
+                 f"from this run's {meta['dataset']}/{meta['preset']}")
+    here = {(r["attack"], r["defense"]): r for r in rows if r["attack"] != AVERAGE}
+    there = {(r["attack"], r["defense"]): r for r in old_rows if r["attack"] != AVERAGE}
+    cells, taken = [], []
+    for attack in meta["attacks"]:
+        mine = [(attack, d) for d in meta["defenses"]]
+        if not all(k in here for k in mine) and all(k in there for k in mine):
+            cells += [there[k] for k in mine]
+            taken.append(attack)
+        else:
+            cells += [here[k] for k in mine if k in here]
+    meta["filled_from"] = {"file": f"{path} ({old['date']}, {mach.get('cpu_model') or mach['processor']}, "
+                                   f"ISA {mach.get('isa')}, AMX {mach.get('amx')})", "attacks": taken}
+    return summarize(cells)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="cpu")
@@ -102,7 +135,12 @@ def main() -> None:
     ap.add_argument("--name", default="compare_cpu", help="results file stem")
     ap.add_argument("--finished-only", action="store_true", help="train nothing; tabulate the "
                     "cells already finished (to collect copies of this script run in parallel)")
+    ap.add_argument("--fill-from", metavar="RESULTS_JSON", help="with --finished-only and one "
+                    "seed: an earlier results file of this script; an attack not finished here "
+                    "but complete there is taken from it whole")
     a = ap.parse_args()
+    if a.fill_from and (not a.finished_only or len(a.seeds) != 1):
+        ap.error("--fill-from needs --finished-only and a single seed")
     if a.threads:
         torch.set_num_threads(a.threads)
     command = "python benchmarks/compare.py " + shlex.join(sys.argv[1:])
@@ -115,6 +153,10 @@ def main() -> None:
             "attacks": a.attacks, "defenses": ["none"] + [d for d in a.defenses if d != "none"],
             "seeds": a.seeds, "sets": a.sets,
             "clean_data_defenses": [d for d in a.defenses if DEFENSES.get(d).requires_clean_data]}
+    if a.fill_from:
+        rows = fill_from(ap, a.fill_from, rows, meta)
+        write_compare(rows, [r for r in rows if r["attack"] != AVERAGE], report_dir, {k: meta[k] for k in ("dataset", "preset", "attacks",
+                                                                    "defenses", "seeds", "sets")})
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / f"{a.name}.md",
                       render(rows, meta, (report_dir / "compare.md").read_text()))
