@@ -68,8 +68,8 @@ def _report(a, name, sets, attacks, defenses, rows) -> None:
                         "precision %", "AUROC %", "seconds", "time_ratio"], table)]
     older = sorted({r["from"] for r in rows if r.get("from")})
     if older:
-        md += ["", "(*) not re-run here: row taken from " + "; ".join(older) + " (another "
-               "machine or code version; its time_ratio was measured there)."]
+        md += ["", "(*) not re-run here: row taken from " + "; ".join(older) + " (an earlier "
+               "run, named with its date and machine; its time_ratio was measured there)."]
     write(name, "\n".join(md) + "\n", info, rows)
 
 
@@ -109,7 +109,8 @@ def main() -> None:
                      f"(keys 'date', 'machine', 'rows'); {type(e).__name__}: {e}")
         tag = (f"{a.fill_from} ({old['date']}, {mach.get('cpu_model') or mach['processor']}, "
                f"ISA {mach.get('isa')}, AMX {mach.get('amx')})")
-        older = {(r["attack"], r["defense"]): {**r, "from": tag} for r in old_rows}
+        # a row the earlier file itself took from a still earlier one keeps its first origin
+        older = {(r["attack"], r["defense"]): {**r, "from": r.get("from") or tag} for r in old_rows}
     rows = []
     for attack in attacks:
         kw = dict(dataset=a.dataset, attack=attack, seed=a.seed, preset=a.preset, out=str(work),
@@ -137,6 +138,7 @@ def main() -> None:
                 f"{k.upper()} {fmt_pct(row[k])}" for k in COLS) + f"  {row['seconds']:.0f}s "
                 f"x{row['time_ratio']}", flush=True)
             _report(a, name, sets, attacks, defenses, rows)
+    _report(a, name, sets, attacks, defenses, rows)  # also when the last attacks were filled in
 
 
 if __name__ == "__main__":
