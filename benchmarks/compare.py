@@ -8,7 +8,11 @@ Usage: python benchmarks/compare.py [--preset cpu] [--dataset npz:cifar10_subset
 Writes benchmarks/results/<name>.{md,json} with the command, machine and date. Resumable:
 finished cells are skipped, so re-running after an interruption continues the grid.
 ``--finished-only`` trains nothing and tabulates the finished cells (run several copies with
-disjoint --attacks and --threads 1, then collect them with this flag).
+disjoint --attacks and --threads 1, then collect them with this flag). ``--fill-from``
+(with ``--finished-only``, one seed) takes each cell not finished here from an earlier results
+file of this script (e.g. when the work folder was lost between sessions); the table names
+those cells and that file's date and machine. Each row keeps the time_ratio measured in its
+own run.
 """
 from __future__ import annotations
 
@@ -70,9 +74,11 @@ def render(rows: list[dict], meta: dict, report_md: str) -> str:
               "plain trainings.", ""]
     lines += ["## Our grid", "", report_md.split("\n", 2)[2].strip(), ""]
     filled = meta.get("filled_from")
-    if filled:
-        lines += [f"Not re-run here: {', '.join(filled['attacks'])}, taken whole (all defenses, "
-                  f"so each time_ratio stays within one run) from {filled['file']}.", ""]
+    if filled and filled["cells"]:
+        taken = [a if len(ds) == len(meta["defenses"]) else f"{a} ({', '.join(ds)})"
+                 for a, ds in filled["cells"].items()]
+        lines += [f"Not re-run here: {'; '.join(taken)}; taken from {filled['file']}, each row "
+                  "with the time_ratio measured in that run.", ""]
     ours = {(r["attack"], r["defense"]): r for r in rows if r["attack"] != AVERAGE}
     side, far = [], []
     for (attack, defense), (p_acc, p_asr) in paper.items():
@@ -93,9 +99,9 @@ def render(rows: list[dict], meta: dict, report_md: str) -> str:
 
 
 def fill_from(ap: argparse.ArgumentParser, path: str, rows: list[dict], meta: dict) -> list[dict]:
-    """The summary rows with every attack that is incomplete here but complete in the earlier
-    results file ``path`` (same dataset and preset) replaced by that file's rows; records the
-    file and those attacks in ``meta["filled_from"]``."""
+    """The summary rows with every cell not finished here taken from the earlier results file
+    ``path`` (same dataset and preset) when it has that cell; records the file and the cells
+    taken, {attack: [defense, ...]}, in ``meta["filled_from"]``."""
     try:
         old = json.loads(Path(path).read_text(encoding="utf-8"))
         mach, old_rows = old["machine"], old["rows"]
@@ -108,16 +114,15 @@ def fill_from(ap: argparse.ArgumentParser, path: str, rows: list[dict], meta: di
                  f"from this run's {meta['dataset']}/{meta['preset']}")
     here = {(r["attack"], r["defense"]): r for r in rows if r["attack"] != AVERAGE}
     there = {(r["attack"], r["defense"]): r for r in old_rows if r["attack"] != AVERAGE}
-    cells, taken = [], []
-    for attack in meta["attacks"]:
-        mine = [(attack, d) for d in meta["defenses"]]
-        if not all(k in here for k in mine) and all(k in there for k in mine):
-            cells += [there[k] for k in mine]
-            taken.append(attack)
-        else:
-            cells += [here[k] for k in mine if k in here]
+    cells, taken = [], {}
+    for key in ((a, d) for a in meta["attacks"] for d in meta["defenses"]):
+        if key in here:
+            cells.append(here[key])
+        elif key in there:
+            cells.append(there[key])
+            taken.setdefault(key[0], []).append(key[1])
     meta["filled_from"] = {"file": f"{path} ({old['date']}, {mach.get('cpu_model') or mach['processor']}, "
-                                   f"ISA {mach.get('isa')}, AMX {mach.get('amx')})", "attacks": taken}
+                                   f"ISA {mach.get('isa')}, AMX {mach.get('amx')})", "cells": taken}
     return summarize(cells)
 
 
@@ -136,8 +141,8 @@ def main() -> None:
     ap.add_argument("--finished-only", action="store_true", help="train nothing; tabulate the "
                     "cells already finished (to collect copies of this script run in parallel)")
     ap.add_argument("--fill-from", metavar="RESULTS_JSON", help="with --finished-only and one "
-                    "seed: an earlier results file of this script; an attack not finished here "
-                    "but complete there is taken from it whole")
+                    "seed: an earlier results file of this script; a cell not finished here is "
+                    "taken from it")
     a = ap.parse_args()
     if a.fill_from and (not a.finished_only or len(a.seeds) != 1):
         ap.error("--fill-from needs --finished-only and a single seed")
