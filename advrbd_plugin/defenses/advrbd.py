@@ -20,9 +20,9 @@ checkpointed when the runner gives a checkpoint folder):
    enhanced model's p(given label | x) (higher = more suspicious); the KL of step 1 is
    kept in ``arrays["kl"]``.
 4. ``relearn`` (``relabel``): flagged samples that the clean model assigns to another class
-   are relabeled with its prediction; flagged samples it agrees with are dropped (they are
-   either clean or clean-label poison, and cannot be told apart); the clean model is
-   fine-tuned on the union.
+   with confidence >= ``relabel_conf`` are relabeled with its prediction; flagged samples it
+   agrees with keep their label (almost all are clean); the other flagged samples are
+   dropped; the clean model is fine-tuned on the union.
 
 The paper's formulas and hyperparameters were lost; the defaults here are ours,
 calibrated on CIFAR-10 BadNet at CPU scale (docs/advrbd.md) and used unchanged for every
