@@ -88,6 +88,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     ({"detector": "oracle"}, "detector"),
     ({"pgd_steps": 0}, "pgd_steps"),
     ({"relearn_epochs_frac": 0.0}, "relabel"),
+    ({"relabel_conf": 1.0}, "relabel_conf"),
+    ({"relabel_conf": -0.1}, "relabel_conf"),
     ({"seed_fraction": 0.1}, "seed_frac"),  # unknown key: the error names the closest one
 ])
 def test_invalid_config(knobs, match):

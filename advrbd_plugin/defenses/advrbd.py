@@ -19,10 +19,11 @@ checkpointed when the runner gives a checkpoint folder):
    flagged; a fresh model is trained on the clean part. The per-sample ``scores`` are the
    enhanced model's p(given label | x) (higher = more suspicious); the KL of step 1 is
    kept in ``arrays["kl"]``.
-4. ``relearn`` (``relabel``): flagged samples that the clean model assigns to another class
-   with confidence >= ``relabel_conf`` are relabeled with its prediction; flagged samples it
-   agrees with keep their label (almost all are clean); the other flagged samples are
-   dropped; the clean model is fine-tuned on the union.
+4. ``relearn`` (``relabel``): flagged samples are relabeled with the clean model's
+   prediction (the ones it agrees with keep their label); with ``relabel_conf`` > 0, only
+   disagreements at that confidence are relabeled and the others dropped; the clean model is
+   fine-tuned on the union. Relearning triggered inputs under their true classes removes
+   backdoor the clean model took from poison the split missed.
 
 The paper's formulas and hyperparameters were lost; the defaults here are ours,
 calibrated on CIFAR-10 BadNet at CPU scale (docs/advrbd.md) and used unchanged for every
@@ -65,7 +66,7 @@ class AdvrBDConfig(DefenseConfig):
     ascent_bound: float = 3.0       # ascent only: stop ascending a sample once its CE exceeds this
     clean_epochs_frac: float = 0.75
     relabel: bool = True
-    relabel_conf: float = 0.9       # relabel a flagged sample only at this clean-model confidence
+    relabel_conf: float = 0.0       # relabel a disagreement only at this clean-model confidence
     relearn_epochs_frac: float = 0.25
     relearn_lr_frac: float = 0.1    # relearning lr / plain lr
 
@@ -89,9 +90,11 @@ class AdvrBD(Defense):
                      "ascent_weight", "ascent_bound"):
             if not getattr(c, name) > 0:
                 raise ValueError(f"advrbd.{name}: expected > 0, found {getattr(c, name)}")
-        for name in ("seed_frac", "grow_frac", "radius_frac", "relabel_conf"):
+        for name in ("seed_frac", "grow_frac", "radius_frac"):
             if not 0 < getattr(c, name) < 1:
                 raise ValueError(f"advrbd.{name}: expected a fraction in (0, 1), found {getattr(c, name)}")
+        if not 0 <= c.relabel_conf < 1:
+            raise ValueError(f"advrbd.relabel_conf: expected a confidence in [0, 1), found {c.relabel_conf}")
         if not c.seed_frac < c.score_frac <= 1:
             raise ValueError(f"advrbd.score_frac: expected seed_frac < score_frac <= 1, found "
                              f"seed_frac={c.seed_frac}, score_frac={c.score_frac}")
@@ -152,8 +155,8 @@ class AdvrBD(Defense):
             conf, new = eng.logits(clean_model, dev).softmax(1).max(1)
             move = flagged & (new != labels) & (conf >= c.relabel_conf)
             relabels[move] = new[move]
-            # flagged samples the clean model agrees with keep their label (almost all are
-            # clean: a dirty-label poison rarely agrees); unsure disagreements are dropped
+            # flagged samples the clean model agrees with keep their label; disagreements
+            # below relabel_conf (0 by default: none) are dropped
             keep = ~flagged | move | (new == labels)
             final_labels = torch.where(move, new, labels)
             out = self.stage("relearn", lambda: {
