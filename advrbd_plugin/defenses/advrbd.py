@@ -22,8 +22,8 @@ checkpointed when the runner gives a checkpoint folder):
 4. ``relearn`` (``relabel``): flagged samples are relabeled with the clean model's
    prediction (the ones it agrees with keep their label); with ``relabel_conf`` > 0, only
    disagreements at that confidence are relabeled and the others dropped; the clean model is
-   fine-tuned on the union. Relearning triggered inputs under their true classes removes
-   backdoor the clean model took from poison the split missed.
+   fine-tuned on the union. Relearning triggered inputs under the clean model's (non-target)
+   labels removes backdoor the clean model took from poison the split missed.
 
 The paper's formulas and hyperparameters were lost; the defaults here are ours,
 calibrated on CIFAR-10 BadNet at CPU scale (docs/advrbd.md) and used unchanged for every
