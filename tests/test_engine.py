@@ -59,6 +59,47 @@ def test_ascent_raises_loss_and_bound_stops_it(blobs, engine, tiny_train):
     assert changed == []
 
 
+def test_complement_unlearning_is_not_bounded_ascent(blobs, engine, tiny_train):
+    """'complement' must reach the loss: with the ascent bound already exceeded, ascent is a
+    no-op but complement still moves the weights (its own bound is built in)."""
+    m = _model(blobs)
+    data = engine.data(blobs)
+    engine.fit(m, data, blobs.labels, tiny_train.replace(epochs=2))
+    cfg = tiny_train.replace(epochs=1, lr=0.01, momentum=0.0, weight_decay=0.0)
+    w = torch.ones(len(blobs))
+    w[:40] = -1.0  # mixed weights: the AdvrBD enhancement's case
+    moved = {}
+    for mode in ("ascent", "complement"):
+        m2 = copy.deepcopy(m)
+        engine.fit(m2, data, blobs.labels, cfg, weights=torch.where(w < 0, w, 0.0), ascent_bound=1e-6,
+                   unlearn=mode)
+        moved[mode] = max(float((v - m.state_dict()[k]).abs().max())
+                          for k, v in m2.state_dict().items() if v.is_floating_point()
+                          and "running" not in k)
+    assert moved["ascent"] == 0.0 and moved["complement"] > 0.0, moved
+    with pytest.raises(ValueError, match="complement"):
+        engine.fit(copy.deepcopy(m), data, blobs.labels, cfg, weights=w, unlearn="forget")
+
+
+def test_refresh_swaps_labels_and_weights(blobs, engine, tiny_train):
+    """refresh(epoch, model) returns new (labels, weights) for the following epochs; the step
+    count stays the initial one."""
+    n = len(blobs)
+    first = torch.arange(n) < n // 2
+    seen = []
+
+    def refresh(epoch, model):
+        seen.append((epoch, model.training))
+        return blobs.labels, torch.ones(n)
+
+    hist = engine.fit(_model(blobs), engine.data(blobs), blobs.labels, tiny_train.replace(epochs=4),
+                      weights=first.float(), refresh=refresh)
+    steps = 4 * ((n // 2) // 32)
+    assert seen[0] == (0, False)
+    # epoch 0 covers half the data; later epochs all of it, until the initial step budget ends
+    assert len(hist) == 1 + -(-(steps - (n // 2) // 32) // (n // 32))
+
+
 def test_mixed_weights_draw_ascent_batches(blobs, engine, tiny_train):
     m = _model(blobs)
     w = torch.ones(len(blobs))

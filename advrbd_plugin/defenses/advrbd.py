@@ -12,18 +12,21 @@ checkpointed when the runner gives a checkpoint folder):
    class form the clean seed D_c.
 2. ``enhance``: ``rounds`` rounds of unlearning D_c while learning the rest; after each
    round the ``grow_frac`` least consistent samples of each class (highest loss under the
-   current model) join D_c. Unlearning descends -log(1 - p_y) (``unlearn: complement``;
-   bounded by construction) with ``ascent_weight`` times the weight of the learned
-   samples, so clean accuracy collapses while the backdoor stays: a backdoor-enhanced model.
-3. ``split`` + ``clean``: samples the enhanced model misclassifies are deemed clean, the rest
-   flagged; a fresh model is trained on the clean part. The per-sample ``scores`` are the
-   enhanced model's p(given label | x) (higher = more suspicious); the KL of step 1 is
-   kept in ``arrays["kl"]``.
-4. ``relearn`` (``relabel``): flagged samples are relabeled with the clean model's
-   prediction (the ones it agrees with keep their label); with ``relabel_conf`` > 0, only
-   disagreements at that confidence are relabeled and the others dropped; the clean model is
-   fine-tuned on the union. Relearning triggered inputs under the clean model's (non-target)
-   labels removes backdoor the clean model took from poison the split missed.
+   current model) join D_c. Unlearning is gradient ascent on the cross-entropy, stopped per
+   sample once it exceeds ``ascent_bound`` (``unlearn: ascent``; ``complement`` descends
+   -log(1 - p_y) instead), with ``ascent_weight`` times the weight of the learned samples, so
+   clean accuracy collapses while the backdoor stays: a backdoor-enhanced model.
+3. ``split``: samples the enhanced model misclassifies are deemed clean, the rest flagged.
+   The per-sample ``scores`` are the enhanced model's p(given label | x) (higher = more
+   suspicious); the KL of step 1 is kept in ``arrays["kl"]``.
+4. ``clean`` (relabel and relearn in one training): a fresh model trains on the clean part;
+   with ``relabel``, once ``relabel_start`` of its steps are done the flagged samples join,
+   labeled with the model's own prediction, refreshed after every epoch. Relearning triggered
+   inputs under non-target labels removes backdoor the model took from poison the split
+   missed; learning the flagged clean samples (the typical ones of each class, which the
+   enhanced model still fits) from the middle of the run keeps the accuracy a separate
+   fine-tuning stage lost. The step budget, ``clean_epochs_frac`` of the plain recipe's,
+   does not depend on how much is flagged.
 
 The paper's formulas and hyperparameters were lost; the defaults here are ours,
 calibrated on CIFAR-10 BadNet at CPU scale (docs/advrbd.md) and used unchanged for every
@@ -61,14 +64,12 @@ class AdvrBDConfig(DefenseConfig):
     grow_frac: float = 0.15         # D_c growth per round, per class
     enhance_epochs: float = 0.5     # passes over the learned set per round
     enhance_lr: float = 0.01
-    unlearn: str = "complement"     # complement: descend -log(1 - p_y); ascent: ascend CE
+    unlearn: str = "ascent"         # ascent: bounded CE ascent; complement: descend -log(1 - p_y)
     ascent_weight: float = 3.0      # weight of the unlearned samples' loss vs the learned ones'
     ascent_bound: float = 3.0       # ascent only: stop ascending a sample once its CE exceeds this
-    clean_epochs_frac: float = 0.75
-    relabel: bool = True
-    relabel_conf: float = 0.0       # relabel a disagreement only at this clean-model confidence
-    relearn_epochs_frac: float = 0.25
-    relearn_lr_frac: float = 0.1    # relearning lr / plain lr
+    clean_epochs_frac: float = 0.9  # the clean model's steps: this share of a plain training's
+    relabel: bool = True            # flagged samples join with the model's own labels
+    relabel_start: float = 0.45     # ... once this share of the clean model's steps is done
 
 
 @DEFENSES.register("advrbd")
@@ -93,8 +94,9 @@ class AdvrBD(Defense):
         for name in ("seed_frac", "grow_frac", "radius_frac"):
             if not 0 < getattr(c, name) < 1:
                 raise ValueError(f"advrbd.{name}: expected a fraction in (0, 1), found {getattr(c, name)}")
-        if not 0 <= c.relabel_conf < 1:
-            raise ValueError(f"advrbd.relabel_conf: expected a confidence in [0, 1), found {c.relabel_conf}")
+        if not 0 <= c.relabel_start < 1:
+            raise ValueError(f"advrbd.relabel_start: expected a share of the clean model's steps in "
+                             f"[0, 1), found {c.relabel_start}")
         if not c.seed_frac < c.score_frac <= 1:
             raise ValueError(f"advrbd.score_frac: expected seed_frac < score_frac <= 1, found "
                              f"seed_frac={c.seed_frac}, score_frac={c.score_frac}")
@@ -103,8 +105,6 @@ class AdvrBD(Defense):
         if c.pgd_steps < 1 or c.mask_repeats < 1 or c.rounds < 0:
             raise ValueError("advrbd: expected pgd_steps >= 1, mask_repeats >= 1, rounds >= 0; "
                              f"found {c.pgd_steps}, {c.mask_repeats}, {c.rounds}")
-        if c.relabel and not (c.relearn_epochs_frac > 0 and c.relearn_lr_frac > 0):
-            raise ValueError("advrbd: relabel needs relearn_epochs_frac > 0 and relearn_lr_frac > 0")
 
     # ------------------------------------------------------------------------------
     def run(self, data: PoisonedDataset, model, *, clean_set, monitor) -> DefenseResult:
@@ -137,35 +137,19 @@ class AdvrBD(Defense):
                                                           monitor))
         load("state", out)
         unlearned, history["enhance"] = out["unlearned"], out["history"]
-        # 3. split + clean model
+        # 3. split
         logits = eng.logits(model, dev)  # autocast: argmax and p_y need no fp32 (only the KL does)
         flagged = logits.argmax(1) == labels
         fit = logits.softmax(1).gather(1, labels[:, None]).squeeze(1)  # enhanced p(label | x)
+        if bool(flagged.all()):
+            raise RuntimeError("advrbd: the split flagged every sample (the enhanced model fits them "
+                               "all), so nothing is left to train the clean model on; raise "
+                               "ascent_weight or rounds so that enhancement unlearns the clean data")
+        # 4. clean model, relabel and relearn
         clean_model = init
-        out = self.stage("clean", lambda: {
-            "history": eng.fit(clean_model, dev, labels,
-                               self.train.replace(epochs=c.clean_epochs_frac * E),
-                               weights=(~flagged).float(), desc="advrbd clean"),
-            "state": _state(clean_model)})
+        out = self.stage("clean", lambda: self._clean(clean_model, data, dev, labels, flagged))
         clean_model.load_state_dict(out["state"])
-        history["clean"] = out["history"]
-        # 4. relabel + relearn
-        relabels = torch.full_like(labels, -1)
-        if c.relabel and flagged.any():
-            conf, new = eng.logits(clean_model, dev).softmax(1).max(1)
-            move = flagged & (new != labels) & (conf >= c.relabel_conf)
-            relabels[move] = new[move]
-            # flagged samples the clean model agrees with keep their label; disagreements
-            # below relabel_conf (0 by default: none) are dropped
-            keep = ~flagged | move | (new == labels)
-            final_labels = torch.where(move, new, labels)
-            out = self.stage("relearn", lambda: {
-                "history": eng.fit(clean_model, dev, final_labels, self.train.replace(
-                    epochs=c.relearn_epochs_frac * E, lr=self.train.lr * c.relearn_lr_frac,
-                    warmup=0.0), weights=keep.float(), desc="advrbd relearn"),
-                "state": _state(clean_model)})
-            clean_model.load_state_dict(out["state"])
-            history["relearn"] = out["history"]
+        relabels, history["clean"] = out["relabels"], out["history"]
         if monitor is not None:
             history["final"] = [monitor(clean_model)]
         counts = torch.bincount(labels[~flagged], minlength=data.num_classes)
@@ -177,6 +161,34 @@ class AdvrBD(Defense):
             extra={"seed_size": int(seed.sum()), "unlearned_size": int(unlearned.sum()),
                    "flagged": int(flagged.sum()), "relabeled": int((relabels >= 0).sum()),
                    "clean_part_per_class": counts.tolist(), "patch_radius": radius})
+
+    def _clean(self, model, data: PoisonedDataset, dev, labels, flagged) -> dict:
+        """Fresh ``model`` on the unflagged part; with ``relabel``, the flagged samples join
+        after ``relabel_start`` of the steps under the model's own argmax labels (refreshed
+        every epoch). Returns the state, the relabels ((N,) int64, -1 = unchanged) and the
+        per-epoch history."""
+        c, eng = self.config, self.engine
+        n, kept = len(labels), int((~flagged).sum())
+        epochs = c.clean_epochs_frac * self.train.epochs * n / kept  # passes over the kept part
+        fidx = torch.nonzero(flagged).flatten()
+        fdev = eng.data(data.subset(fidx)) if c.relabel and len(fidx) else None
+        current = labels.clone()
+        counts: dict[int, int] = {}
+
+        def refresh(epoch, m):
+            if fdev is None or epoch + 1 < c.relabel_start * epochs:
+                return None
+            current[fidx] = eng.logits(m, fdev).argmax(1).to(current.device)
+            counts[epoch] = int((current[fidx] != labels[fidx]).sum())
+            return current.clone(), torch.ones(n)
+
+        rows = eng.fit(model, dev, labels, self.train.replace(epochs=epochs),
+                       weights=(~flagged).float(), refresh=refresh, desc="advrbd clean")
+        for epoch, moved in counts.items():
+            if epoch < len(rows):
+                rows[epoch]["relabeled"] = moved
+        relabels = torch.where(current != labels, current, torch.full_like(labels, -1))
+        return {"state": _state(model), "relabels": relabels, "history": rows}
 
     def _partition(self, model, data: PoisonedDataset, radius: int) -> dict:
         """Masked adversarial KL of a random ``score_frac`` of each class (NaN elsewhere)."""

@@ -147,7 +147,10 @@ class Engine:
             on_epoch: Optional[Callable[[int, nn.Module], Optional[dict]]] = None,
             mix: Optional[Callable[[torch.Tensor, torch.Tensor, torch.Generator],
                                    tuple[torch.Tensor, torch.Tensor]]] = None,
-            loss_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> list[dict]:
+            loss_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+            refresh: Optional[Callable[[int, nn.Module],
+                                       Optional[tuple[torch.Tensor, torch.Tensor]]]] = None,
+            ) -> list[dict]:
         """Train ``model`` in place with SGD; returns one record per epoch.
 
         labels: (N,) int64 targets (may differ from the dataset's, e.g. relabels).
@@ -169,29 +172,36 @@ class Engine:
             targets (B, K) class probabilities; draw randomness from ``generator``.
         loss_transform: maps the per-sample loss (B,) to the per-sample loss optimized, before
             weights apply (e.g. ABL's local gradient ascent sign(l - gamma) * l).
+        refresh: called as refresh(epoch, model) after each epoch (model in eval mode); a
+            returned (labels, weights) pair replaces both from the next epoch on (e.g. samples
+            joining with the model's own predictions as labels). The step count stays the
+            one fixed at the start: ``cfg.epochs`` passes over the initial learned set.
         """
         if unlearn not in ("ascent", "complement"):
             raise ValueError(f"unlearn: expected 'ascent' or 'complement', found {unlearn!r}")
         data = self.data(data) if not isinstance(data, DeviceData) else data
         n = len(data)
-        labels = labels.to(self.device).long()
-        if labels.shape != (n,):
-            raise ValueError(f"fit: expected {n} labels, found shape {tuple(labels.shape)}")
-        if weights is None:
-            weights = torch.ones(n)
-        weights = weights.float().cpu()
-        learn = torch.nonzero(weights > 0).flatten()
-        unlearn = torch.nonzero(weights < 0).flatten()
-        if len(learn) == 0 and len(unlearn) == 0:
-            raise ValueError("fit: every sample has weight 0; nothing to train on")
-        w_dev = weights.to(self.device)
+
+        def index(labels, weights):
+            """Device labels and weights, the epoch's main and side (unlearned) index sets,
+            batch size, steps per epoch and side batch size."""
+            if labels.shape != (n,):
+                raise ValueError(f"fit: expected {n} labels, found shape {tuple(labels.shape)}")
+            weights = torch.ones(n) if weights is None else weights.float().cpu()
+            learn = torch.nonzero(weights > 0).flatten()
+            forget = torch.nonzero(weights < 0).flatten()  # not ``unlearn``: that names the loss
+            if len(learn) == 0 and len(forget) == 0:
+                raise ValueError("fit: every sample has weight 0; nothing to train on")
+            main = learn if len(learn) else forget
+            bs = min(cfg.batch_size, len(main))
+            side_bs = 0 if len(learn) == 0 or len(forget) == 0 else min(
+                ascent_batch or cfg.batch_size, len(forget))
+            return (labels.to(self.device).long(), weights.to(self.device), main, forget, bs,
+                    max(1, len(main) // bs), side_bs)  # drop the last partial batch
+
+        labels, w_dev, main, forget, bs, steps_per_epoch, side_bs = index(labels, weights)
         gen = self.generator()
-        main = learn if len(learn) else unlearn
-        bs = min(cfg.batch_size, len(main))
-        steps_per_epoch = max(1, len(main) // bs)  # drop the last partial batch
         total = max(1, int(round(cfg.epochs * steps_per_epoch)))
-        side_bs = 0 if len(learn) == 0 or len(unlearn) == 0 else min(ascent_batch or cfg.batch_size,
-                                                                      len(unlearn))
         was_training = model.training
         model = self.prepare(model)
         net = torch.compile(model) if self.compile else model
@@ -207,7 +217,7 @@ class Engine:
         t0 = time.perf_counter()
         while step < total:
             order = main[torch.randperm(len(main), generator=gen)]
-            side = _cycle(unlearn, side_bs, gen) if side_bs else None
+            side = _cycle(forget, side_bs, gen) if side_bs else None
             loss_sum, correct, seen = 0.0, 0, 0
             for i in range(steps_per_epoch):
                 if step >= total:
@@ -244,12 +254,15 @@ class Engine:
             record = {"epoch": epoch, "loss": loss_sum / max(seen, 1),
                       "train_acc": correct / max(seen, 1),
                       "seconds": round(time.perf_counter() - t0, 3)}
-            if on_epoch is not None:
+            if on_epoch is not None or refresh is not None:
                 model.eval()
-                extra = on_epoch(epoch, model)
+                extra = on_epoch(epoch, model) if on_epoch is not None else None
+                fresh = refresh(epoch, model) if refresh is not None and step < total else None
                 model.train()
                 if extra:
                     record.update(extra)
+                if fresh is not None:
+                    labels, w_dev, main, forget, bs, steps_per_epoch, side_bs = index(*fresh)
             history.append(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.3f}")
             epoch += 1
@@ -324,10 +337,12 @@ def _weighted_loss(ce: torch.Tensor, w: torch.Tensor, bound: Optional[float],
         others = logits.scatter(1, y[:, None], float("-inf"))
         comp = torch.logsumexp(logits, 1) - torch.logsumexp(others, 1)  # -log(1 - p_y) >= 0
         per = torch.where(neg, -w * comp, w * ce)
-    else:
+    elif unlearn == "ascent":
         if bound is not None:
             ce = torch.where(neg & (ce > bound), ce.detach(), ce)
         per = w * ce
+    else:
+        raise ValueError(f"unlearn: expected 'ascent' or 'complement', found {unlearn!r}")
     return per.sum() / ce.numel()
 
 
