@@ -10,7 +10,7 @@ from advrbd_plugin.defenses.advrbd import AdvrBD, _top_per_class
 from advrbd_plugin.engine import Engine, TrainConfig
 from test_defense_contract import K, _model, _poisoned
 
-STAGES = ("warmup", "partition", "enhance", "clean")
+STAGES = ("warmup", "partition", "enhance", "clean", "relearn")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,14 +51,23 @@ def test_every_stage_runs_and_reports():
     assert sum(r.extra["clean_part_per_class"]) == n - int(flagged.sum())
 
 
-def test_relabel_joins_flagged_samples_mid_training():
+def test_relabel_off_skips_relearning():
+    r = _advrbd(relabel=False).apply(_poisoned(), _model())
+    assert "relearn" not in r.timings and "relearn" not in r.history
+    assert int((r.relabels >= 0).sum()) == 0
+
+
+def test_self_relearn_joins_flagged_samples_mid_training():
     data = _poisoned()
-    r = _advrbd(epochs=4, relabel_start=0.5).apply(data, _model())
+    r = _advrbd(epochs=4, relearn="self", relabel_start=0.5).apply(data, _model())
+    assert "relearn" not in r.timings, "self: relabel and relearn happen inside the clean stage"
     rows = r.history["clean"]
     late = [row for row in rows if "relabeled" in row]
     assert late and "relabeled" not in rows[0], "flagged samples join after relabel_start"
     assert late[-1]["relabeled"] == int((r.relabels >= 0).sum())
-    off = _advrbd(epochs=4, relabel=False).apply(data, _model())
+    moved = r.relabels >= 0
+    assert bool((r.poison_mask | ~moved).all()), "only flagged samples are relabeled"
+    off = _advrbd(epochs=4, relearn="self", relabel=False).apply(data, _model())
     assert int((off.relabels >= 0).sum()) == 0
     assert not any("relabeled" in row for row in off.history["clean"])
 
@@ -96,6 +105,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     ({"relabel_start": 1.0}, "relabel_start"),
     ({"relabel_start": -0.1}, "relabel_start"),
     ({"clean_epochs_frac": 0.0}, "clean_epochs_frac"),
+    ({"relearn_epochs_frac": 0.0}, "relabel"),
+    ({"relearn": "twice"}, "relearn"),
     ({"seed_fraction": 0.1}, "seed_frac"),  # unknown key: the error names the closest one
 ])
 def test_invalid_config(knobs, match):

@@ -19,14 +19,14 @@ checkpointed when the runner gives a checkpoint folder):
 3. ``split``: samples the enhanced model misclassifies are deemed clean, the rest flagged.
    The per-sample ``scores`` are the enhanced model's p(given label | x) (higher = more
    suspicious); the KL of step 1 is kept in ``arrays["kl"]``.
-4. ``clean`` (relabel and relearn in one training): a fresh model trains on the clean part;
-   with ``relabel``, once ``relabel_start`` of its steps are done the flagged samples join,
-   labeled with the model's own prediction, refreshed after every epoch. Relearning triggered
-   inputs under non-target labels removes backdoor the model took from poison the split
-   missed; learning the flagged clean samples (the typical ones of each class, which the
-   enhanced model still fits) from the middle of the run keeps the accuracy a separate
-   fine-tuning stage lost. The step budget, ``clean_epochs_frac`` of the plain recipe's,
-   does not depend on how much is flagged.
+4. ``clean`` + ``relearn`` (``relearn: finetune``, the default): a fresh model trains on the
+   clean part; with ``relabel``, every flagged sample it disagrees with gets its prediction as
+   label (the others keep theirs) and the model is fine-tuned on the union. Relearning
+   triggered inputs under non-target labels removes backdoor the clean model took from poison
+   the split missed. ``relearn: self`` does both in one training instead: after
+   ``relabel_start`` of its steps the flagged samples join under the model's own prediction,
+   refreshed every epoch (higher accuracy, but the model's own labels can lock a leaked robust
+   backdoor in: docs/advrbd.md).
 
 The paper's formulas and hyperparameters were lost; the defaults here are ours,
 calibrated on CIFAR-10 BadNet at CPU scale (docs/advrbd.md) and used unchanged for every
@@ -67,9 +67,13 @@ class AdvrBDConfig(DefenseConfig):
     unlearn: str = "ascent"         # ascent: bounded CE ascent; complement: descend -log(1 - p_y)
     ascent_weight: float = 3.0      # weight of the unlearned samples' loss vs the learned ones'
     ascent_bound: float = 3.0       # ascent only: stop ascending a sample once its CE exceeds this
-    clean_epochs_frac: float = 0.9  # the clean model's steps: this share of a plain training's
-    relabel: bool = True            # flagged samples join with the model's own labels
-    relabel_start: float = 0.45     # ... once this share of the clean model's steps is done
+    clean_epochs_frac: float = 0.75  # finetune: the clean model's epochs over the unflagged part
+    relabel: bool = True
+    relearn: str = "finetune"       # finetune: relabel, then fine-tune; self: one self-labeled run
+    relearn_epochs_frac: float = 0.25
+    relearn_lr_frac: float = 0.1    # relearning lr / plain lr
+    self_epochs_frac: float = 0.9   # self: the run's steps / a plain training's
+    relabel_start: float = 0.45     # self: flagged samples join after this share of the steps
 
 
 @DEFENSES.register("advrbd")
@@ -85,9 +89,13 @@ class AdvrBD(Defense):
         c = self.config
         if c.detector not in ("warmup", "given"):
             raise ValueError(f"advrbd.detector: expected 'warmup' or 'given', found {c.detector!r}")
+        if c.relearn not in ("finetune", "self"):
+            raise ValueError(f"advrbd.relearn: expected 'finetune' or 'self', found {c.relearn!r}")
+        if c.relabel and c.relearn == "finetune" and not (c.relearn_epochs_frac > 0 and c.relearn_lr_frac > 0):
+            raise ValueError("advrbd: relabel needs relearn_epochs_frac > 0 and relearn_lr_frac > 0")
         if c.unlearn not in ("complement", "ascent"):
             raise ValueError(f"advrbd.unlearn: expected 'complement' or 'ascent', found {c.unlearn!r}")
-        for name in ("warmup_frac", "clean_epochs_frac", "enhance_epochs", "enhance_lr", "eps",
+        for name in ("warmup_frac", "clean_epochs_frac", "self_epochs_frac", "enhance_epochs", "enhance_lr", "eps",
                      "ascent_weight", "ascent_bound"):
             if not getattr(c, name) > 0:
                 raise ValueError(f"advrbd.{name}: expected > 0, found {getattr(c, name)}")
@@ -147,9 +155,31 @@ class AdvrBD(Defense):
                                "ascent_weight or rounds so that enhancement unlearns the clean data")
         # 4. clean model, relabel and relearn
         clean_model = init
-        out = self.stage("clean", lambda: self._clean(clean_model, data, dev, labels, flagged))
-        clean_model.load_state_dict(out["state"])
-        relabels, history["clean"] = out["relabels"], out["history"]
+        if c.relearn == "self":
+            out = self.stage("clean", lambda: self._self_labeled(clean_model, data, dev, labels, flagged))
+            clean_model.load_state_dict(out["state"])
+            relabels, history["clean"] = out["relabels"], out["history"]
+        else:
+            out = self.stage("clean", lambda: {
+                "history": eng.fit(clean_model, dev, labels,
+                                   self.train.replace(epochs=c.clean_epochs_frac * E),
+                                   weights=(~flagged).float(), desc="advrbd clean"),
+                "state": _state(clean_model)})
+            clean_model.load_state_dict(out["state"])
+            history["clean"] = out["history"]
+            relabels = torch.full_like(labels, -1)
+            if c.relabel and flagged.any():
+                new = eng.logits(clean_model, dev).argmax(1)
+                move = flagged & (new != labels)  # agreements keep their label
+                relabels[move] = new[move]
+                out = self.stage("relearn", lambda: {
+                    "history": eng.fit(clean_model, dev, torch.where(move, new, labels),
+                                       self.train.replace(epochs=c.relearn_epochs_frac * E,
+                                                          lr=self.train.lr * c.relearn_lr_frac,
+                                                          warmup=0.0), desc="advrbd relearn"),
+                    "state": _state(clean_model)})
+                clean_model.load_state_dict(out["state"])
+                history["relearn"] = out["history"]
         if monitor is not None:
             history["final"] = [monitor(clean_model)]
         counts = torch.bincount(labels[~flagged], minlength=data.num_classes)
@@ -162,14 +192,14 @@ class AdvrBD(Defense):
                    "flagged": int(flagged.sum()), "relabeled": int((relabels >= 0).sum()),
                    "clean_part_per_class": counts.tolist(), "patch_radius": radius})
 
-    def _clean(self, model, data: PoisonedDataset, dev, labels, flagged) -> dict:
+    def _self_labeled(self, model, data: PoisonedDataset, dev, labels, flagged) -> dict:
         """Fresh ``model`` on the unflagged part; with ``relabel``, the flagged samples join
         after ``relabel_start`` of the steps under the model's own argmax labels (refreshed
         every epoch). Returns the state, the relabels ((N,) int64, -1 = unchanged) and the
         per-epoch history."""
         c, eng = self.config, self.engine
         n, kept = len(labels), int((~flagged).sum())
-        epochs = c.clean_epochs_frac * self.train.epochs * n / kept  # passes over the kept part
+        epochs = c.self_epochs_frac * self.train.epochs * n / kept  # passes over the kept part
         fidx = torch.nonzero(flagged).flatten()
         fdev = eng.data(data.subset(fidx)) if c.relabel and len(fidx) else None
         current = labels.clone()
