@@ -91,12 +91,13 @@ class AdvrBD(Defense):
             raise ValueError(f"advrbd.detector: expected 'warmup' or 'given', found {c.detector!r}")
         if c.relearn not in ("finetune", "self"):
             raise ValueError(f"advrbd.relearn: expected 'finetune' or 'self', found {c.relearn!r}")
-        if c.relabel and c.relearn == "finetune" and not (c.relearn_epochs_frac > 0 and c.relearn_lr_frac > 0):
+        if (c.relabel and c.relearn == "finetune"
+                and not (c.relearn_epochs_frac > 0 and c.relearn_lr_frac > 0)):
             raise ValueError("advrbd: relabel needs relearn_epochs_frac > 0 and relearn_lr_frac > 0")
         if c.unlearn not in ("complement", "ascent"):
             raise ValueError(f"advrbd.unlearn: expected 'complement' or 'ascent', found {c.unlearn!r}")
-        for name in ("warmup_frac", "clean_epochs_frac", "self_epochs_frac", "enhance_epochs", "enhance_lr", "eps",
-                     "ascent_weight", "ascent_bound"):
+        for name in ("warmup_frac", "clean_epochs_frac", "self_epochs_frac", "enhance_epochs",
+                     "enhance_lr", "eps", "ascent_weight", "ascent_bound"):
             if not getattr(c, name) > 0:
                 raise ValueError(f"advrbd.{name}: expected > 0, found {getattr(c, name)}")
         for name in ("seed_frac", "grow_frac", "radius_frac"):
@@ -208,15 +209,14 @@ class AdvrBD(Defense):
         def refresh(epoch, m):
             if fdev is None or epoch + 1 < c.relabel_start * epochs:
                 return None
-            current[fidx] = eng.logits(m, fdev).argmax(1).to(current.device)
+            current[fidx] = eng.logits(m, fdev).argmax(1)  # logits come back on the CPU
             counts[epoch] = int((current[fidx] != labels[fidx]).sum())
             return current.clone(), torch.ones(n)
 
         rows = eng.fit(model, dev, labels, self.train.replace(epochs=epochs),
                        weights=(~flagged).float(), refresh=refresh, desc="advrbd clean")
         for epoch, moved in counts.items():
-            if epoch < len(rows):
-                rows[epoch]["relabeled"] = moved
+            rows[epoch]["relabeled"] = moved
         relabels = torch.where(current != labels, current, torch.full_like(labels, -1))
         return {"state": _state(model), "relabels": relabels, "history": rows}
 
