@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import yaml
 
+from .engine.core import TrainingDiverged
 from .registry import ADAPTERS, ATTACKS, DATASETS, DEFENSES, MODELS, UnknownNameError
 
 _REGISTRIES = {"defenses": DEFENSES, "attacks": ATTACKS, "models": MODELS,
@@ -23,7 +24,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--data-seed", dest="data_seed", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--out", help="root folder of run folders (default runs)")
     p.add_argument("--config", help="YAML file layered over the packaged defaults")
     p.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE",
@@ -78,7 +79,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ValueError, FileNotFoundError, UnknownNameError, TypeError) as exc:
+    except (ValueError, FileNotFoundError, UnknownNameError, TypeError,
+            TrainingDiverged) as exc:
         print(f"advrbd: error: {exc}", file=sys.stderr)
         return 2
 

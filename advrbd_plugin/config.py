@@ -119,8 +119,22 @@ def parse_set(items: list[str] | None) -> dict:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[parts[-1]] = _scalar(raw)
     return out
+
+
+def _scalar(raw: str):
+    """A --set value parsed as YAML, except that exponent numbers YAML 1.1 leaves as text
+    ('1e-3', '5E4') are floats."""
+    if not raw.strip():
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -139,7 +140,8 @@ def defend_record(adapter: Adapter, rec: ToolboxRecord, *, defense: str = "advrb
     flags.pop("download", None)
     flags.setdefault("model", rec.model_name)
     flags.setdefault("dataset", our_dataset(rec.meta.get("dataset")))
-    cfg = resolve_config(config, sets, preset=preset, defense=defense, device=device, **flags)
+    cfg = resolve_config(config, sets, preset=preset, defense=defense, device=device,
+                         recipe=adapter.train_recipe, **flags)
     name = cfg["defense"]["name"]
     exp = RecordExperiment(cfg, rec)
     folder = adapter.extras_folder(rec, name, out)
@@ -147,6 +149,7 @@ def defend_record(adapter: Adapter, rec: ToolboxRecord, *, defense: str = "advrb
     ckpt = folder / "checkpoint" / chash if folder is not None else None
     knobs = {k: v for k, v in cfg["defense"].items() if k != "name"}
     d = DEFENSES.get(name)(knobs, engine=exp.engine, train=exp.train_cfg, checkpoint_dir=ckpt)
+    exp.engine.announce()
     if d.needs_trained_model:
         if rec.model is None:
             raise ValueError(f"defense {name!r} repairs a trained model, but the record has no usable "
@@ -177,11 +180,13 @@ def defend_record(adapter: Adapter, rec: ToolboxRecord, *, defense: str = "advrb
     metrics.update(exp.evaluate(result.model))
     if rec.meta.get("asr_counts_target_class"):
         metrics["asr_backdoorbox"] = exp.asr_all(result.model)
-    scores, warnings = result.scores, []
+    scores, warnings = result.scores, list(metrics.pop("warnings", []))
     if scores is not None and not bool(torch.isfinite(scores).all()):
         warnings.append(f"the defense returned {int((~torch.isfinite(scores)).sum())} non-finite "
                         f"suspicion scores; AUROC not computed")
         scores = None
+    for warning in warnings:
+        print(f"advrbd: warning: {warning}", file=sys.stderr)
     metrics["detection"] = None if truth is None else detection_metrics(
         truth.poison_mask, truth.cover_mask, result.poison_mask, scores)
     metrics.update({
@@ -197,6 +202,7 @@ def defend_record(adapter: Adapter, rec: ToolboxRecord, *, defense: str = "advrb
         "definitions": DEFINITIONS,
         "versions": {"advrbd_plugin": __version__, "torch": torch.__version__,
                      "python": platform.python_version()},
+        "engine": exp.engine.describe(),
         "device": str(exp.engine.device), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
     })
     outputs = adapter.write(rec, result, metrics, defense=name, out=out, seed=cfg["seed"]) if write else {}
@@ -229,7 +235,8 @@ def export_config(fmt: str = "backdoorbench", defense: str = "advrbd", dataset: 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export-config: format {fmt!r} has no config file to write; "
                          f"choices: {', '.join(EXPORT_FORMATS)}")
-    cfg = resolve_config(None, None, preset=preset, defense=defense, dataset=our_dataset(dataset))
+    cfg = resolve_config(None, None, preset=preset, defense=defense, dataset=our_dataset(dataset),
+                         recipe=ADAPTERS.get(fmt).train_recipe)
     knobs = {k: v for k, v in cfg["defense"].items() if k != "name"}
     common = {"device", "dataset", "dataset_path", "random_seed", "model", "precision", "defense",
               *BACKDOORBENCH_KEYS}

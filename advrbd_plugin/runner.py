@@ -8,6 +8,7 @@ import io
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -71,8 +72,10 @@ def resolve_config(config: Optional[str | os.PathLike | Mapping] = None,
 
     config: a YAML path or a mapping (the ``--config`` layer). sets: ['k.sub=v', ...].
     flags: explicit values (``dataset='digits'``, ``preset='cpu'``...); None means unset.
+    ``recipe=`` (train keys) layers a toolbox's own training recipe over the dataset's.
     """
     flags = {k: v for k, v in flags.items() if v is not None}
+    recipe = flags.pop("recipe", None)
     preset_flag = flags.pop("preset", None)
     user = _normalize(load_yaml(config) if isinstance(config, (str, os.PathLike)) else (config or {}))
     preset_name = preset_flag or user.pop("preset", None) or "paper"
@@ -87,6 +90,8 @@ def resolve_config(config: Optional[str | os.PathLike | Mapping] = None,
               _normalize(parse_set(sets)), _normalize(flags)]
     dataset = str(_final(layers, "dataset"))
     layers[1] = _normalize(packaged_yaml(f"datasets/{dataset}.yaml")) if ":" not in dataset else {}
+    if recipe:  # a toolbox's own training recipe sits on top of the dataset's
+        layers[1] = {**layers[1], "train": {**layers[1].get("train", {}), **recipe}}
     base = dict(layers[0])
     for key in _SECTIONS:
         base[key] = _component_defaults(key, str(_final(layers, key, "name")))
@@ -153,7 +158,9 @@ class Experiment:
     def evaluate(self, model: torch.nn.Module) -> dict:
         eng, b = self.engine, self.bundle
         test = eng.data(b.x_test, b.mean, b.std)
-        out = {"acc": eng.accuracy(model, test, b.y_test), "asr": None, "ra": None}
+        pred = eng.predict(model, test)
+        out = {"acc": float((pred == b.y_test.cpu()).float().mean()) if len(pred) else None,
+               "asr": None, "ra": None, **prediction_spread(pred, b.num_classes)}
         if self.triggered is not None:
             pred = eng.predict(model, eng.data(self.triggered.images, b.mean, b.std))
             out.update(attack_metrics(pred, self.triggered.target_labels, self.triggered.true_labels))
@@ -183,6 +190,19 @@ class Experiment:
             return out
 
         return monitor
+
+
+def prediction_spread(pred: torch.Tensor, num_classes: int) -> dict:
+    """How many classes a model predicts on the clean test set, and a warning when it
+    predicts one class for (nearly) everything: a collapsed model, whose ASR is meaningless."""
+    counts = torch.bincount(pred.cpu(), minlength=num_classes)
+    top = int(counts.argmax())
+    share = float(counts[top]) / max(1, len(pred))
+    out = {"predicted_classes": int((counts > 0).sum()), "warnings": []}
+    if len(pred) and num_classes > 1 and share >= 0.99:
+        out["warnings"].append(f"the model predicts class {top} for {share:.1%} of the clean test "
+                               f"inputs: it has collapsed (ACC and ASR say nothing about a backdoor)")
+    return out
 
 
 def _resolve_dataset(spec: str) -> str:
@@ -291,6 +311,7 @@ def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[
     ckpt = folder / "checkpoints" / chash
     defense = DEFENSES.get(cfg["defense"]["name"])(defense_kw, engine=exp.new_engine(),
                                                    train=exp.train_cfg, checkpoint_dir=ckpt)
+    defense.engine.announce()
     baseline_seconds = None
     if defense.needs_trained_model:
         model, baseline_seconds = backdoored_model(exp)
@@ -303,6 +324,8 @@ def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[
     metrics = {"dataset": cfg["dataset"], "attack": cfg["attack"]["name"],
                "defense": cfg["defense"]["name"], "model": cfg["model"], "seed": cfg["seed"]}
     metrics.update(exp.evaluate(result.model))
+    for warning in metrics["warnings"]:
+        print(f"advrbd: warning: {warning}", file=sys.stderr)
     truth = exp.poisoned.truth
     metrics["detection"] = detection_metrics(truth.poison_mask, truth.cover_mask,
                                              result.poison_mask, result.scores)
@@ -318,6 +341,7 @@ def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[
         "definitions": DEFINITIONS,
         "versions": {"advrbd_plugin": __version__, "torch": torch.__version__,
                      "python": platform.python_version()},
+        "engine": exp.engine.describe(),
         "device": str(exp.engine.device), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
     })
     _save_model(result.model, folder / "model.pt")

@@ -107,13 +107,15 @@ def scan(data: str | os.PathLike, model: Optional[str] = None, *, out: str | os.
     out = Path(out)
     knobs = {k: v for k, v in cfg["defense"].items() if k != "name"}
     d = cls(knobs, engine=engine, train=TrainConfig(**cfg["train"]), checkpoint_dir=out / "checkpoints")
+    engine.announce()
     t0 = time.perf_counter()
     result = d.apply(ds, net)
     seconds = time.perf_counter() - t0
     summary = {"data": str(data), "defense": defense, "model": cfg["model"], "samples": len(ds),
                "num_classes": ds.num_classes, "flagged": None, "relabeled": None,
                "seconds": round(seconds, 3), "timings": result.timings, "test_acc": None,
-               "config": {"train": cfg["train"], "defense": cfg["defense"], "seed": cfg["seed"]}}
+               "config": {"train": cfg["train"], "defense": cfg["defense"], "seed": cfg["seed"]},
+               "engine": engine.describe()}
     if result.poison_mask is not None:
         summary["flagged"] = int(result.poison_mask.sum())
     if result.relabels is not None:

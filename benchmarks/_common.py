@@ -34,11 +34,13 @@ def _cpu_model() -> str | None:
 def machine() -> dict:
     """Facts that move CPU timings: the CPU model, its vector ISA and AMX tiles (bfloat16 speed
     depends on them), threads."""
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: None)()
+    from advrbd_plugin.engine.precision import cpu_features
+
+    f = cpu_features()
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_model": _cpu_model(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "isa": torch.backends.cpu.get_cpu_capability(), "amx": amx}
+            "isa": f["capability"], "amx": f["amx"], "avx512_bf16": f["avx512_bf16"]}
 
 
 def meta(script: str, **extra) -> dict:
@@ -51,7 +53,8 @@ def header(title: str, m: dict) -> list[str]:
     mach = m["machine"]
     return [f"# {title}", "", f"Command: `{m['command'].strip()}`  ",
             f"Machine: {mach.get('cpu_model') or mach['processor']}, {mach['cpus']} cpus, torch {mach['torch']}, "
-            f"{mach['threads']} torch thread(s), ISA {mach.get('isa')}, AMX {mach.get('amx')}, "
+            f"{mach['threads']} torch thread(s), ISA {mach.get('isa')}, AVX512-BF16 {mach.get('avx512_bf16')}, "
+            f"AMX {mach.get('amx')}, "
             f"{mach['platform']}  ", f"Date: {m['date']}", ""]
 
 

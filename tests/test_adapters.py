@@ -192,6 +192,7 @@ def test_backdoorbench_entry_point_and_export_config(tmp_path, bbtoy, monkeypatc
                      "--dataset", "bbtoy", "--out", yaml_path]) == 0
     exported = yaml.safe_load(Path(yaml_path).read_text())
     assert exported["defense"] == "none" and {"epochs", "batch_size", "lr", "wd", "device"} <= set(exported)
+    assert exported["lr"] == 0.01 and exported["batch_size"] == 128  # BackdoorBench's own recipe
     argv = ["--result_file", "badnet_0_1", "--yaml_path", yaml_path, "--dataset", "bbtoy",
             "--device", "cpu", "--epochs", "1", "--model", "resnet9", "--precision", "fp32",
             "--amp", "False", "-pm", "True", "--num_workers", "4"]
@@ -207,6 +208,15 @@ def test_backdoorbench_entry_point_and_export_config(tmp_path, bbtoy, monkeypatc
     assert list((d / "log").glob("*.log")) and "test_acc" in capsys.readouterr().out
     assert bb_entry.main(argv[:4] + ["--dataset", "cifar10"]) == 2  # record was made on bbtoy
     assert "made on 'bbtoy'" in capsys.readouterr().err
+    ran = yaml.safe_load((d / "config.yaml").read_text())["train"]
+    assert ran["lr"] == 0.01 and ran["schedule"] == "cosine"
+    for f in d.rglob("*"):
+        if f.is_file():
+            f.unlink()
+    assert bb_entry.main(argv + ["--lr", "1e12", "--epochs", "5"]) == 2  # diverges: an error, no result files
+    err = capsys.readouterr().err
+    assert "diverged" in err and "learning rate" in err and "--lr" in err
+    assert not (d / "defense_result.pt").exists() and not (d / "metrics.json").exists()
     Path(yaml_path).write_text(Path(yaml_path).read_text() + "pratioo: 0.1\n")
     assert bb_entry.main(argv) == 2 and "unknown key 'pratioo'" in capsys.readouterr().err
 

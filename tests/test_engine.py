@@ -155,3 +155,37 @@ def test_eval_batch_default_and_bad_value():
     assert Engine(device="cpu", eval_batch=7).eval_batch == 7
     with pytest.raises(ValueError, match="eval_batch: expected a positive batch size"):
         Engine(device="cpu", eval_batch=0)
+
+
+def test_non_finite_loss_stops_training_naming_stage_step_and_lr(blobs, engine, tiny_train):
+    from advrbd_plugin.engine import TrainingDiverged
+
+    calls = []
+
+    def poison_third_step(ce):
+        calls.append(1)
+        return ce * float("nan") if len(calls) == 3 else ce
+
+    cfg = tiny_train.replace(epochs=2, lr=0.05, schedule="constant")
+    with pytest.raises(TrainingDiverged, match=r"stage 'warmup'.*nan at step 3 of 12 \(learning rate 0.05"):
+        engine.fit(_model(blobs), engine.data(blobs), blobs.labels, cfg, desc="warmup",
+                   loss_transform=poison_third_step)
+
+
+def test_real_divergence_is_caught_before_the_epoch_ends(blobs, engine, tiny_train):
+    from advrbd_plugin.engine import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        engine.fit(_model(blobs), engine.data(blobs), blobs.labels,
+                   tiny_train.replace(epochs=4, lr=1e12, schedule="constant"))
+
+
+def test_cosine_schedule_honours_warmup():
+    from advrbd_plugin.engine.core import _schedule
+
+    plain = _schedule(TrainConfig(schedule="cosine", warmup=0.0), 100)
+    warm = _schedule(TrainConfig(schedule="cosine", warmup=0.1), 100)
+    assert plain(0) == 1.0 and plain(50) == pytest.approx(0.5)
+    assert warm(0) == pytest.approx(0.1) and warm(9) == pytest.approx(1.0)
+    assert warm(10) == pytest.approx(1.0) and warm(55) == pytest.approx(0.5) and warm(100) == pytest.approx(0.0)
+    assert all(warm(s) >= warm(s + 1) for s in range(10, 100))

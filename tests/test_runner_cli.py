@@ -121,3 +121,22 @@ def test_monitor_samples_every_class_of_a_sorted_test_set(tmp_path):
     assert monitor is not None
     # predicting class 0 everywhere scores 1.0 on the first 40 sorted samples, ~0.25 on a random 40
     assert monitor(Spy())["acc"] < 0.6 and sum(seen) == 40
+
+
+def test_diverging_run_fails_clearly_and_writes_no_results(tmp_path, capsys):
+    code = cli.main(["run", "--dataset", "digits", "--preset", "smoke", "--out", str(tmp_path),
+                     "--set", "train.lr=1e12", "--set", "train.schedule=constant", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "diverged" in err and "learning rate" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("model.pt"))
+
+
+def test_collapsed_model_is_named_in_the_metrics():
+    import torch
+
+    from advrbd_plugin.runner import prediction_spread
+
+    one = prediction_spread(torch.full((500,), 3), 10)
+    assert one["predicted_classes"] == 1 and "predicts class 3 for 100.0%" in one["warnings"][0]
+    spread = prediction_spread(torch.arange(500) % 10, 10)
+    assert spread == {"predicted_classes": 10, "warnings": []}

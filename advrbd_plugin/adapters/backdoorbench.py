@@ -80,6 +80,11 @@ class BackdoorBench(Adapter):
     """``load(record_dir)`` -> ToolboxRecord; ``write`` -> record/<name>/defense/<defense>/."""
 
     name = "backdoorbench"
+    #: BackdoorBench's recipe (config/attack/prototype, config/defense): SGD lr 0.01 with
+    #: cosine annealing, batch 128. Its preactresnet18 has no norm after the last block and
+    #: diverges at our lr 0.1 without warm-up (loss 289 by step 5, NaN within an epoch).
+    train_recipe = {"lr": 0.01, "schedule": "cosine", "warmup": 0.0, "batch_size": 128,
+                    "momentum": 0.9, "weight_decay": 5e-4}
 
     def load(self, record: Any, *, trust_pickles: bool = False, clean: Any = None,
              data_root: Optional[str | os.PathLike] = None, download: bool = False) -> ToolboxRecord:

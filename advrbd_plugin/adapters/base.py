@@ -63,6 +63,9 @@ class Adapter:
     name: ClassVar[str] = "adapter"
     #: True when ``load`` takes a path (usable from the command line).
     on_disk: ClassVar[bool] = True
+    #: The toolbox's own training recipe (train keys) for its records' models, layered over
+    #: our dataset recipe; None: ours.
+    train_recipe: ClassVar[Optional[dict]] = None
 
     def load(self, record: Any, *, trust_pickles: bool = False, **options) -> ToolboxRecord:
         raise NotImplementedError

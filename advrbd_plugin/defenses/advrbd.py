@@ -146,8 +146,9 @@ class AdvrBD(Defense):
                                                           monitor))
         load("state", out)
         unlearned, history["enhance"] = out["unlearned"], out["history"]
-        # 3. split
-        logits = eng.logits(model, dev)  # autocast: argmax and p_y need no fp32 (only the KL does)
+        # 3. split, on the enhanced model's logits (autocast: argmax and p_y need no fp32)
+        logits = out.get("logits")
+        logits = eng.logits(model, dev) if logits is None else logits
         flagged = logits.argmax(1) == labels
         fit = logits.softmax(1).gather(1, labels[:, None]).squeeze(1)  # enhanced p(label | x)
         if bool(flagged.all()):
@@ -170,8 +171,10 @@ class AdvrBD(Defense):
             history["clean"] = out["history"]
             relabels = torch.full_like(labels, -1)
             if c.relabel and flagged.any():
-                new = eng.logits(clean_model, dev).argmax(1)
-                move = flagged & (new != labels)  # agreements keep their label
+                fidx = torch.nonzero(flagged).flatten()  # only the flagged part is relabeled
+                new = labels.clone()
+                new[fidx] = eng.logits(clean_model, eng.data(data.subset(fidx))).argmax(1)
+                move = new != labels  # flagged samples it disagrees with; agreements keep theirs
                 relabels[move] = new[move]
                 out = self.stage("relearn", lambda: {
                     "history": eng.fit(clean_model, dev, torch.where(move, new, labels),
@@ -231,17 +234,20 @@ class AdvrBD(Defense):
         return {"kl": kl}
 
     def _enhance(self, model, dev, labels, seed, num_classes, monitor) -> dict:
-        """Rounds of bounded unlearning of D_c plus learning of the rest; D_c grows."""
+        """Rounds of bounded unlearning of D_c plus learning of the rest; D_c grows. Returns
+        the enhanced state, D_c, the per-round history and the final model's (N, K) logits
+        (None without rounds)."""
         c, eng = self.config, self.engine
         unlearned = seed.clone()
         cfg = self.train.replace(epochs=c.enhance_epochs, lr=c.enhance_lr, schedule="constant",
                                  warmup=0.0)
-        rows = []
+        rows, logits = [], None
         for r in range(c.rounds):
             weights = torch.where(unlearned, -c.ascent_weight, 1.0)
             eng.fit(model, dev, labels, cfg, weights=weights, ascent_bound=c.ascent_bound,
                     unlearn=c.unlearn, desc=f"advrbd enhance {r + 1}/{c.rounds}")
-            loss = eng.per_sample_loss(model, dev, labels, fp32=False)  # a ranking
+            logits = eng.logits(model, dev)  # autocast: a ranking; the last round's feed the split
+            loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
             row = {"round": r + 1, "unlearned": int(unlearned.sum()),
                    "train_fit": float((loss < 0.693).float().mean())}
             if monitor is not None:
@@ -249,7 +255,7 @@ class AdvrBD(Defense):
             rows.append(row)
             if r + 1 < c.rounds:
                 unlearned |= _top_per_class(loss, labels, num_classes, c.grow_frac, unlearned)
-        return {"state": _state(model), "unlearned": unlearned, "history": rows}
+        return {"state": _state(model), "unlearned": unlearned, "history": rows, "logits": logits}
 
 
 def _state(model) -> dict:

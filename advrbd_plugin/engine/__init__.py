@@ -1,7 +1,7 @@
 """The single training / unlearning / prediction / scoring engine."""
 from .adversarial import masked_kl_scores, random_square_masks
-from .core import Engine, TrainConfig, resolve_device
+from .core import Engine, TrainConfig, TrainingDiverged, resolve_device
 from .data import DeviceData, random_crop_flip
 
-__all__ = ["Engine", "TrainConfig", "resolve_device", "DeviceData", "random_crop_flip",
+__all__ = ["Engine", "TrainConfig", "TrainingDiverged", "resolve_device", "DeviceData", "random_crop_flip",
            "masked_kl_scores", "random_square_masks"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Optional
@@ -14,10 +15,19 @@ from tqdm.auto import tqdm
 
 from ..types import PoisonedDataset
 from .data import DeviceData
+from .precision import PRECISIONS, resolve_precision
 
-__all__ = ["Engine", "TrainConfig", "resolve_device"]
+__all__ = ["Engine", "TrainConfig", "TrainingDiverged", "resolve_device"]
 
 _SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+class TrainingDiverged(RuntimeError):
+    """A training loss turned non-finite: the model is unusable and nothing downstream runs."""
+
+
+#: Steps between checks of the training loss for non-finite values (one host sync each).
+_CHECK_EVERY = 25
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -38,7 +48,8 @@ class TrainConfig:
 
     epochs: passes over the learned samples (fractions allowed, e.g. 0.5).
     lr: peak learning rate; schedule: onecycle (linear up for ``warmup`` of the run,
-    then linearly down to 0), cosine, or constant.
+    then linearly down to 0), cosine (linear up for ``warmup`` of the run, then cosine
+    down to 0), or constant.
     """
 
     epochs: float = 10
@@ -53,6 +64,13 @@ class TrainConfig:
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
+        for name, kind in (("epochs", (int, float)), ("lr", (int, float)), ("batch_size", int),
+                           ("momentum", (int, float)), ("weight_decay", (int, float)),
+                           ("warmup", (int, float)), ("label_smoothing", (int, float))):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ValueError(f"train.{name}: expected a number, found {value!r} "
+                                 f"({type(value).__name__}); in YAML write e.g. 1.0e-3, not 1e-3")
         if self.schedule not in _SCHEDULES:
             raise ValueError(f"schedule: expected one of {_SCHEDULES}, found {self.schedule!r}")
         if not self.epochs > 0 or not self.lr > 0 or self.batch_size < 1:
@@ -69,8 +87,11 @@ class Engine:
     """Trains and evaluates models on device-resident tensors.
 
     device: 'auto' | 'cpu' | 'cuda[:i]'.
-    precision: 'bf16' (autocast bfloat16, CPU and CUDA), 'fp16' (CUDA autocast + GradScaler)
-        or 'fp32'. Scoring that needs exact small differences asks for fp32 explicitly.
+    precision: 'auto' (the device's fastest, see ``engine/precision.py``: bf16 on CUDA and on
+        CPUs with native bf16 kernels, fp32 on CPUs without them), 'bf16' (autocast
+        bfloat16, CPU and CUDA), 'fp16' (CUDA autocast + GradScaler) or 'fp32'. Scoring that
+        needs exact small differences asks for fp32 explicitly. ``precision`` holds the
+        resolved choice, ``precision_reason`` why.
     channels_last: memory format for conv models: True, False or 'auto' (on CUDA only: on the
         CPUs we measured it was 0-11% slower than the default layout, benchmarks/engine.py).
     compile: wrap models with torch.compile for training.
@@ -82,18 +103,18 @@ class Engine:
         one thread: 128 -> 333 img/s, 1024 -> 247 img/s, bf16).
     """
 
-    def __init__(self, device: str | torch.device = "auto", precision: str = "bf16",
+    def __init__(self, device: str | torch.device = "auto", precision: str = "auto",
                  channels_last: bool | str = "auto", compile: bool = False, quiet: bool = False,
                  seed: int = 0, max_device_bytes: Optional[int] = None,
                  eval_batch: Optional[int] = None):
-        if precision not in ("bf16", "fp16", "fp32"):
-            raise ValueError(f"precision: expected 'bf16', 'fp16' or 'fp32', found {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}")
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("precision 'fp16' needs CUDA; use 'bf16' or 'fp32' on CPU")
+            raise ValueError("precision 'fp16' needs CUDA; use 'auto', 'bf16' or 'fp32' on CPU")
         if channels_last not in (True, False, "auto"):
             raise ValueError(f"channels_last: expected true, false or 'auto', found {channels_last!r}")
-        self.precision = precision
+        self.precision, self.precision_reason = resolve_precision(precision, self.device)
         self.channels_last = self.device.type == "cuda" if channels_last == "auto" else channels_last
         self.compile = compile
         self.quiet = quiet
@@ -103,6 +124,20 @@ class Engine:
             raise ValueError(f"eval_batch: expected a positive batch size, found {eval_batch}")
         self.eval_batch = eval_batch or (1024 if self.device.type == "cuda" else 128)
         self._calls = 0
+
+    def describe(self) -> dict:
+        """What this engine runs with (for metrics.json and the start-of-run line)."""
+        return {"device": str(self.device), "precision": self.precision,
+                "precision_reason": self.precision_reason, "channels_last": self.channels_last,
+                "compile": self.compile, "eval_batch": self.eval_batch,
+                "threads": torch.get_num_threads(),
+                "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
+
+    def announce(self) -> None:
+        """Print the resolved device and precision once (unless quiet)."""
+        if not self.quiet:
+            print(f"advrbd: {self.device}, {self.precision} ({self.precision_reason}), "
+                  f"{torch.get_num_threads()} threads", file=sys.stderr)
 
     # -- helpers --------------------------------------------------------------
     def generator(self) -> torch.Generator:
@@ -212,13 +247,15 @@ class Engine:
         scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         model.train()
         history: list[dict] = []
-        step, epoch = 0, 0
+        step, epoch, checked = 0, 0, 0
+        step_loss = torch.zeros(total, device=self.device)  # checked for NaN every few steps
+        lr_at = _schedule(cfg, total)
         bar = self.progress(range(total), desc=desc)
         t0 = time.perf_counter()
         while step < total:
             order = main[torch.randperm(len(main), generator=gen)]
             side = _cycle(forget, side_bs, gen) if side_bs else None
-            loss_sum, correct, seen = 0.0, 0, 0
+            stats = torch.zeros(3, device=self.device)  # loss sum, correct, seen (no sync per step)
             for i in range(steps_per_epoch):
                 if step >= total:
                     break
@@ -244,13 +281,17 @@ class Engine:
                     loss.backward()
                     opt.step()
                 sched.step()
+                with torch.no_grad():
+                    pos = (w > 0).float()
+                    step_loss[step] = loss.detach()
+                    stats += torch.stack([(ce.detach() * pos).sum(),
+                                          ((out.argmax(1) == y).float() * pos).sum(), pos.sum()])
                 step += 1
                 bar.update(1)
-                with torch.no_grad():
-                    pos = w > 0
-                    loss_sum += float(ce[pos].sum()) if pos.any() else 0.0
-                    correct += int((out.argmax(1)[pos] == y[pos]).sum())
-                    seen += int(pos.sum())
+                if step - checked >= _CHECK_EVERY:
+                    checked = _check_finite(step_loss, checked, step, cfg, lr_at, desc)
+            checked = _check_finite(step_loss, checked, step, cfg, lr_at, desc)
+            loss_sum, correct, seen = stats.tolist()
             record = {"epoch": epoch, "loss": loss_sum / max(seen, 1),
                       "train_acc": correct / max(seen, 1),
                       "seconds": round(time.perf_counter() - t0, 3)}
@@ -346,6 +387,22 @@ def _weighted_loss(ce: torch.Tensor, w: torch.Tensor, bound: Optional[float],
     return per.sum() / ce.numel()
 
 
+def _check_finite(step_loss: torch.Tensor, start: int, stop: int, cfg: TrainConfig,
+                  lr_at: Callable[[int], float], desc: str) -> int:
+    """Raise TrainingDiverged naming the first step in [start, stop) whose loss is not
+    finite; returns ``stop`` (the next unchecked step)."""
+    bad = torch.nonzero(~torch.isfinite(step_loss[start:stop])).flatten()
+    if len(bad):
+        s = start + int(bad[0])
+        raise TrainingDiverged(
+            f"training stage {desc!r} diverged: the loss became {float(step_loss[s]):g} at step "
+            f"{s + 1} of {len(step_loss)} (learning rate {cfg.lr * lr_at(s):.4g}, peak {cfg.lr:g}, "
+            f"schedule {cfg.schedule}, warmup {cfg.warmup:g}); nothing was written from it. Lower "
+            f"the learning rate or raise the warmup (advrbd: --set train.lr=... / "
+            f"--set train.warmup=0.1; the BackdoorBench entry point: --lr ...)")
+    return stop
+
+
 def _cycle(index: torch.Tensor, size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
     """Endless batches of ``size`` drawn from ``index`` in reshuffled passes."""
     while True:
@@ -357,9 +414,12 @@ def _cycle(index: torch.Tensor, size: int, gen: torch.Generator) -> Iterator[tor
 def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
     if cfg.schedule == "constant":
         return lambda s: 1.0
-    if cfg.schedule == "cosine":
-        return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
     up = max(1, int(cfg.warmup * total))
+    if cfg.schedule == "cosine":
+        if cfg.warmup == 0:
+            return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        return lambda s: (s + 1) / up if s < up else \
+            0.5 * (1 + math.cos(math.pi * min(s - up, total - up) / max(1, total - up)))
 
     def onecycle(s: int) -> float:
         if s < up:

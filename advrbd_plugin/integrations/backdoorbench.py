@@ -30,6 +30,7 @@ import yaml
 
 from ..config import atomic_write_text, load_yaml
 from ..interop import BACKDOORBENCH_KEYS, defend_record
+from ..engine.core import TrainingDiverged
 from ..registry import ADAPTERS, DEFENSES, UnknownNameError
 
 __all__ = ["build_parser", "main"]
@@ -73,7 +74,7 @@ def build_parser(defense: str) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--wd", type=float)
     p.add_argument("--sgd_momentum", type=float)
-    p.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"])
     p.add_argument("--trust_pickles", action="store_const", const=True,
                    help="load record files with non-allow-listed pickled types (trusted files only)")
     for name in IGNORED:
@@ -158,7 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         values["defense"] = defense
         started = time.strftime("%Y_%m_%d_%H_%M_%S")
         metrics = run(values)
-    except (ValueError, FileNotFoundError, UnknownNameError, TypeError) as exc:
+    except (ValueError, FileNotFoundError, UnknownNameError, TypeError,
+            TrainingDiverged) as exc:
         print(f"advrbd_plugin.integrations.backdoorbench: error: {exc}", file=sys.stderr)
         return 2
     folder = Path(metrics["outputs"]["defense_result"]).parent
