@@ -1,7 +1,7 @@
 """Engine throughput per path on this CPU, and what the engine's ``auto`` choices pick.
 
 Usage: python benchmarks/engine.py [--models resnet20 resnet9 resnet18] [--steps 8] [--repeats 2]
-       [--threads N] [--compile] [--name STEM]
+       [--threads N] [--compile] [--paths P ...] [--name STEM]
 Training: images/s of ``Engine.fit`` for fp32 and bf16 autocast, each with and without
 channels_last (``--compile`` adds the torch.compile paths), and for ``auto`` (precision and
 channels_last as the engine resolves them here), all timed in the same run on the same
@@ -76,11 +76,15 @@ def main() -> None:
     ap.add_argument("--eval-images", type=int, default=2048)
     ap.add_argument("--threads", type=int, help="torch intra-op threads")
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile paths")
+    ap.add_argument("--paths", nargs="+", choices=[*PATHS, *COMPILED],
+                    help="time only these paths (fp32 and auto always run)")
     ap.add_argument("--name", help="results file stem (default engine_cpu_<capability>)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     paths = {**PATHS, **COMPILED} if a.compile else PATHS
+    if a.paths:
+        paths = {k: v for k, v in paths.items() if k in a.paths or k in ("fp32", "auto")}
     auto = Engine(device="cpu", quiet=True)
     picked = {"precision": auto.precision, "reason": auto.precision_reason,
               "channels_last": auto.channels_last, "eval_batch": auto.eval_batch}

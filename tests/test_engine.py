@@ -151,7 +151,7 @@ def test_channels_last_auto_is_cuda_only_and_bad_value_named():
 
 
 def test_eval_batch_default_and_bad_value():
-    assert Engine(device="cpu").eval_batch == 128
+    assert Engine(device="cpu").eval_batch == 64
     assert Engine(device="cpu", eval_batch=7).eval_batch == 7
     with pytest.raises(ValueError, match="eval_batch: expected a positive batch size"):
         Engine(device="cpu", eval_batch=0)

@@ -99,8 +99,9 @@ class Engine:
         generator seeded by (seed, call counter), so runs are reproducible).
     max_device_bytes: above this the images stream from pinned host memory (CUDA only).
     eval_batch: batch size of inference passes (logits, losses, features, scoring); default
-        1024 on CUDA and 128 on CPU, where small batches stay in cache (resnet9 forward,
-        one thread: 128 -> 333 img/s, 1024 -> 247 img/s, bf16).
+        1024 on CUDA and 64 on CPU, where small batches stay in cache (benchmarks/engine.py,
+        2 threads: resnet20 64 -> 3037 img/s, 128 -> 2667, 1024 -> 1619 under bf16 on an
+        AVX512-BF16 EPYC; 1506 / 1156 / 507 under fp32 with AVX2 dispatch).
     """
 
     def __init__(self, device: str | torch.device = "auto", precision: str = "auto",
@@ -122,7 +123,7 @@ class Engine:
         self.max_device_bytes = max_device_bytes
         if eval_batch is not None and eval_batch < 1:
             raise ValueError(f"eval_batch: expected a positive batch size, found {eval_batch}")
-        self.eval_batch = eval_batch or (1024 if self.device.type == "cuda" else 128)
+        self.eval_batch = eval_batch or (1024 if self.device.type == "cuda" else 64)
         self._calls = 0
 
     def describe(self) -> dict:
