@@ -1,12 +1,13 @@
 """Engine throughput per path on this CPU, and what the engine's ``auto`` choices pick.
 
-Usage: python benchmarks/engine.py [--models resnet20 resnet9 resnet18] [--steps 8] [--repeats 2]
+Usage: python benchmarks/engine.py [--models resnet20 resnet9 resnet18] [--steps 8] [--repeats 3]
        [--threads N] [--compile] [--paths P ...] [--name STEM]
 Training: images/s of ``Engine.fit`` for fp32 and bf16 autocast, each with and without
 channels_last (``--compile`` adds the torch.compile paths), and for ``auto`` (precision and
 channels_last as the engine resolves them here), all timed in the same run on the same
-random 32x32 batches after warm-up steps. Inference: images/s of ``Engine.logits`` at
-several eval batch sizes under the auto precision. Writes
+random 32x32 batches after warm-up steps, interleaved (each round times every path once,
+the best round is kept). Inference: images/s of ``Engine.logits`` at several eval batch
+sizes under the auto precision. Writes
 benchmarks/results/<STEM>.{md,json} (default ``engine_cpu_<capability>``). Run it on an
 otherwise idle machine. To see what an AVX2-only CPU does on an AVX-512 one, cap both
 dispatchers: ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/engine.py``.
@@ -37,21 +38,36 @@ def _data(eng: Engine, n: int):
     return eng.data(x, (0.5,) * 3, (0.25,) * 3), torch.randint(0, 10, (n,), generator=g)
 
 
-def throughput(name: str, precision: str, channels_last, compile: bool, steps: int,
-               batch: int, repeats: int = 2) -> float:
-    """Best images/s of ``repeats`` Engine.fit runs over ``steps + 2`` batches each, after two
-    warm-up steps (which also absorb torch.compile's compilation)."""
-    torch.manual_seed(0)
-    model = build_model(name, 10, input_size=32, in_channels=3)
-    eng = Engine(device="cpu", precision=precision, channels_last=channels_last, compile=compile,
-                 quiet=True)
-    data, y = _data(eng, batch * (steps + 2))
-    eng.fit(model, data, y, TrainConfig(epochs=2 / (steps + 2), lr=0.01, batch_size=batch))  # warm-up
-    best = 0.0
-    for _ in range(repeats):
+class Path:
+    """One training path, set up once: model, engine and data, warmed up."""
+
+    def __init__(self, name: str, precision: str, channels_last, compile: bool, steps: int,
+                 batch: int):
+        torch.manual_seed(0)
+        self.model = build_model(name, 10, input_size=32, in_channels=3)
+        self.eng = Engine(device="cpu", precision=precision, channels_last=channels_last,
+                          compile=compile, quiet=True)
+        self.images = batch * (steps + 2)
+        self.data, self.y = _data(self.eng, self.images)
+        self.cfg = TrainConfig(epochs=1.0, lr=0.01, batch_size=batch)
+        # two warm-up steps (they also absorb torch.compile's compilation)
+        self.eng.fit(self.model, self.data, self.y, self.cfg.replace(epochs=2 / (steps + 2)))
+
+    def img_s(self) -> float:
+        """Images/s of one Engine.fit pass over ``steps + 2`` batches."""
         t0 = time.perf_counter()
-        eng.fit(model, data, y, TrainConfig(epochs=1.0, lr=0.01, batch_size=batch))
-        best = max(best, (steps + 2) * batch / (time.perf_counter() - t0))
+        self.eng.fit(self.model, self.data, self.y, self.cfg)
+        return self.images / (time.perf_counter() - t0)
+
+
+def throughputs(name: str, paths: dict, steps: int, batch: int, repeats: int) -> dict:
+    """Best images/s per path over ``repeats`` rounds; each round times every path once, in
+    turn, so a slow drift of the machine (another tenant, clocks) hits all paths alike."""
+    built = {k: Path(name, p, cl, comp, steps, batch) for k, (p, cl, comp) in paths.items()}
+    best = {k: 0.0 for k in built}
+    for _ in range(repeats):
+        for k, path in built.items():
+            best[k] = max(best[k], path.img_s())
     return best
 
 
@@ -72,7 +88,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["resnet20", "resnet9", "resnet18"])
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs per path (best kept)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="rounds of timed runs, every path once per round (best kept)")
     ap.add_argument("--eval-images", type=int, default=2048)
     ap.add_argument("--threads", type=int, help="torch intra-op threads")
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile paths")
@@ -91,8 +108,8 @@ def main() -> None:
     rows = []
     for name in a.models:
         row = {"model": name}
-        for k, (p, cl, comp) in paths.items():
-            row[f"{k}_img_s"] = round(throughput(name, p, cl, comp, a.steps, a.batch, a.repeats), 1)
+        for k, v in throughputs(name, paths, a.steps, a.batch, a.repeats).items():
+            row[f"{k}_img_s"] = round(v, 1)
             print(name, k, row[f"{k}_img_s"], flush=True)
         explicit = [k for k in paths if k != "auto"]
         best = max(explicit, key=lambda k: row[f"{k}_img_s"])

@@ -38,9 +38,9 @@ def test_unreadable_capability_is_measured(faster, expected):
     got, why = prec.resolve_precision("auto", CPU, features=_cpu("SVE256"),
                                       probe=lambda: calls.append(1) or faster)
     assert got == expected and calls == [1] and "micro-probe" in why
-    got, _ = prec.resolve_precision("auto", CPU, features=_cpu("AVX512"),  # old torch: no queries
-                                    probe=lambda: faster)
-    assert got == expected
+    for unknown in (_cpu("AVX512"), _cpu("AVX512", amx=False)):  # old torch: no bf16 query
+        got, _ = prec.resolve_precision("auto", CPU, features=unknown, probe=lambda: faster)
+        assert got == expected
 
 
 @pytest.mark.parametrize("requested", ["bf16", "fp16", "fp32"])
@@ -82,3 +82,31 @@ def test_run_metrics_name_the_precision(tmp_path):
     m = run(dataset="digits", preset="smoke", out=str(tmp_path), quiet=True,
             sets=["train.epochs=1"])
     assert m["engine"]["precision"] in ("bf16", "fp32") and m["engine"]["precision_reason"]
+
+
+RESULTS = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+#: The committed engine tables and the CPU features of the machine each was measured on
+#: (engine_cpu.json predates the avx512_bf16 field; its md names the CPU's AVX512-BF16).
+TABLES = {"engine_cpu.json": {"avx512_bf16": True},
+          "engine_cpu_avx512.json": {},
+          "engine_cpu_avx2_emulated.json": {}}
+
+
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_auto_is_within_10_percent_of_the_best_measured_path(table):
+    import json
+
+    path = RESULTS / table
+    if not path.is_file():
+        pytest.skip(f"{path} not committed")
+    data = json.loads(path.read_text())
+    mach, caps = data["machine"], data.get("env_caps") or {}
+    features = _cpu(mach["isa"], bf16=mach.get("avx512_bf16"), amx=mach.get("amx"),
+                    isa=caps.get("ONEDNN_MAX_CPU_ISA"))
+    features.update(TABLES[table])
+    picked, _ = prec.resolve_precision("auto", CPU, features=features, probe=_never_probe)
+    for row in data["rows"]:
+        explicit = {k[:-6]: v for k, v in row.items() if k.endswith("_img_s")
+                    and not k.startswith(("eval", "auto")) and "compile" not in k}
+        best = max(explicit.values())
+        assert explicit[picked] >= 0.9 * best, (table, row["model"], picked, explicit)

@@ -74,12 +74,13 @@ def resolve_precision(requested: str, device: torch.device, *, features: Optiona
         return "fp32", f"CPU capability {cap}: bf16 would be emulated (an order of magnitude slower)"
     if "AMX" in cap or "BF16" in cap:
         return "bf16", f"CPU capability {cap}: native bf16 kernels"
-    if cap.startswith("AVX512") and (f.get("amx") is not None or f.get("avx512_bf16") is not None):
+    if cap.startswith("AVX512"):
         if f.get("amx"):
             return "bf16", f"CPU capability {cap} with AMX tiles: native bf16 kernels"
         if f.get("avx512_bf16"):
             return "bf16", f"CPU capability {cap} with AVX512-BF16: native bf16 kernels"
-        return "fp32", f"CPU capability {cap} without AVX512-BF16 or AMX: bf16 would be emulated"
+        if f.get("avx512_bf16") is False:
+            return "fp32", f"CPU capability {cap} without AVX512-BF16 or AMX: bf16 would be emulated"
     faster = (probe or probe_cpu_bf16)()
     return ("bf16" if faster else "fp32"), (
         f"CPU capability {cap or 'unknown'}: measured by a micro-probe, bf16 "
