@@ -18,7 +18,7 @@ import yaml
 
 from . import __version__
 from .config import atomic_output, atomic_write_text, load_yaml, merge, packaged_yaml, parse_set
-from .engine import Engine, TrainConfig
+from .engine import Engine, TrainConfig, distributed
 from .metrics import DEFINITIONS, attack_metrics, detection_metrics
 from .registry import ATTACKS, DEFENSES
 
@@ -306,7 +306,9 @@ def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[
     exp = _experiment if _experiment is not None and _experiment.cfg["data_seed"] == cfg["data_seed"] \
         and _experiment.cfg["attack"] == cfg["attack"] and _experiment.cfg["dataset"] == cfg["dataset"] \
         else Experiment(cfg)
-    atomic_write_text(folder / "config.yaml", yaml.safe_dump(dict(cfg), sort_keys=False))
+    main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
+    if main:
+        atomic_write_text(folder / "config.yaml", yaml.safe_dump(dict(cfg), sort_keys=False))
     defense_kw = {k: v for k, v in cfg["defense"].items() if k != "name"}
     ckpt = folder / "checkpoints" / chash
     defense = DEFENSES.get(cfg["defense"]["name"])(defense_kw, engine=exp.new_engine(),
@@ -324,7 +326,7 @@ def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[
     metrics = {"dataset": cfg["dataset"], "attack": cfg["attack"]["name"],
                "defense": cfg["defense"]["name"], "model": cfg["model"], "seed": cfg["seed"]}
     metrics.update(exp.evaluate(result.model))
-    for warning in metrics["warnings"]:
+    for warning in metrics["warnings"] if main else []:
         print(f"advrbd: warning: {warning}", file=sys.stderr)
     truth = exp.poisoned.truth
     metrics["detection"] = detection_metrics(truth.poison_mask, truth.cover_mask,
@@ -344,11 +346,13 @@ def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[
         "engine": exp.engine.describe(),
         "device": str(exp.engine.device), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
     })
-    _save_model(result.model, folder / "model.pt")
-    _write_report(folder / "poison_report.csv", result)
-    from .report import plot_run
-    plot_run(folder, result, truth)
-    _write_json(meta, metrics)
+    if main:
+        _save_model(result.model, folder / "model.pt")
+        _write_report(folder / "poison_report.csv", result)
+        from .report import plot_run
+        plot_run(folder, result, truth)
+        _write_json(meta, metrics)
+    distributed.barrier()
     return metrics
 
 

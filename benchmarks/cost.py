@@ -1,7 +1,7 @@
 """AdvrBD's cost against its floor (one plain training), per stage; optionally against an
 earlier revision of the code, both measured in the same run.
 
-Usage: python benchmarks/cost.py [--dataset digits] [--attack badnet] [--preset P]
+Usage: python benchmarks/cost.py [--dataset D (default: the preset's, else digits)] [--attack badnet] [--preset P]
            [--set KEY=VALUE ...] [--rev GIT_REV] [--repeats 2] [--threads N] [--name STEM]
            [--from-results results/advrbd_cpu.json]
 Each cell (``none`` and ``advrbd``) runs as its own ``python -m advrbd_plugin run`` process
@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from _common import header, meta, write
+from advrbd_plugin.data import shared_data_dir
 from advrbd_plugin.engine import Engine
 from advrbd_plugin.report import markdown_table
 
@@ -31,13 +32,14 @@ STAGES = ("warmup", "partition", "enhance", "clean", "relearn")
 
 def cell(tree: Path, out: Path, defense: str, a, precision: str) -> dict:
     """metrics.json of one fresh cell run by the code in ``tree``."""
-    cmd = [sys.executable, "-m", "advrbd_plugin", "run", "--dataset", a.dataset, "--attack", a.attack,
+    cmd = [sys.executable, "-m", "advrbd_plugin", "run", "--attack", a.attack,
            "--defense", defense, "--out", str(out), "--quiet", "--json", "--precision", precision,
            "--no-resume"]
     cmd += ["--preset", a.preset] if a.preset else []
+    cmd += ["--dataset", a.dataset] if a.dataset or not a.preset else []
     for s in a.sets:
         cmd += ["--set", s]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": str(tree), "ADVRBD_DATA_DIR": str(shared_data_dir())}
     if a.threads:
         env.update(OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -77,7 +79,7 @@ def from_results(path: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--dataset", help="default: the preset's, else digits")
     ap.add_argument("--attack", default="badnet")
     ap.add_argument("--preset")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
@@ -87,6 +89,8 @@ def main() -> None:
     ap.add_argument("--name", default="advrbd_cost")
     ap.add_argument("--from-results", help="a benchmarks/results JSON with per-stage timings")
     a = ap.parse_args()
+    if not a.dataset and not a.preset:
+        a.dataset = "digits"
     eng = Engine(device="cpu", quiet=True)
     trees = {"current": ROOT}
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,7 +121,7 @@ def main() -> None:
               f"{r['advrbd_seconds']:.1f}", f"{100 * r['acc']:.1f}", f"{100 * r['asr']:.1f}"]
              for name, rs in runs.items() for r in rs]
     md = header("AdvrBD's cost per stage, as a share of one plain training", info) + [
-        f"{a.dataset} / {a.attack}{' / preset ' + a.preset if a.preset else ''}"
+        f"{a.dataset or 'the preset dataset'} / {a.attack}{' / preset ' + a.preset if a.preset else ''}"
         f"{' / ' + ' '.join(a.sets) if a.sets else ''}; precision {eng.precision} "
         f"({eng.precision_reason}). Each stage's seconds / the `none` cell's seconds of the same "
         "code and repeat; `other` is what no stage timer covers (split, relabel pass, histories). "

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..config import atomic_output, build_config
-from ..engine import Engine, TrainConfig
+from ..engine import Engine, TrainConfig, distributed
 from ..registry import DEFENSES
 from ..types import DefenseResult, PoisonedDataset
 
@@ -120,7 +120,7 @@ class Defense:
         out = fn()
         seconds = time.perf_counter() - t0
         self._timings[name] = seconds
-        if path is not None:
+        if path is not None and distributed.is_main():  # under torchrun rank 0 writes
             with atomic_output(path) as tmp:
                 torch.save({"out": out, "_engine_calls": self.engine._calls, "_seconds": seconds}, tmp)
         return out

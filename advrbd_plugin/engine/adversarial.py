@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import distributed
 from .core import Engine
 from .data import DeviceData
 
@@ -45,12 +46,18 @@ def masked_kl_scores(engine: Engine, model: nn.Module, data: DeviceData, *, eps:
     for p in model.parameters():
         p.requires_grad_(False)
     n = len(data)
-    _, _, h, w = data.shape
-    scores = torch.zeros(n)
+    _, c, h, w = data.shape
+    world, rank = distributed.world_size(), distributed.rank()
+    rows = []
     try:
-        for idx in engine.progress(list(engine.batches(data, batch_size)), desc=desc):
+        for k, idx in enumerate(engine.progress(list(engine.batches(data, batch_size)), desc=desc)):
+            b = len(idx)
+            if k % world != rank:  # another rank's batch: draw its masks and starts, skip it
+                for _ in range(repeats):
+                    random_square_masks(b, h, w, radius, gen)
+                    torch.rand((b, c, h, w), generator=gen)
+                continue
             x = data.raw(idx)
-            b = x.shape[0]
             with torch.no_grad():
                 logp_clean = F.log_softmax(model(engine._fmt(data.normalize(x))).float(), 1)
             p_clean = logp_clean.exp()
@@ -66,12 +73,12 @@ def masked_kl_scores(engine: Engine, model: nn.Module, data: DeviceData, *, eps:
                     delta = (delta.detach() + step_size * g.sign() * m).clamp(-eps, eps)
                 with torch.no_grad():
                     total += _kl(model, engine, data, x, delta, m, p_clean, logp_clean)
-            scores[idx] = (total / repeats).clamp(min=0).cpu()  # rounding can dip below 0
+            rows.append((idx, (total / repeats).clamp(min=0)))  # rounding can dip below 0
     finally:
         for p, g in zip(model.parameters(), grad_state):
             p.requires_grad_(g)
         model.train(was)
-    return scores
+    return engine.gather_rows(rows, n)
 
 
 def _kl(model, engine, data, x, delta, m, p_clean, logp_clean) -> torch.Tensor:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..types import PoisonedDataset
+from . import distributed
 from .data import DeviceData
 from .precision import PRECISIONS, resolve_precision
 
@@ -111,6 +113,9 @@ class Engine:
         if precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}")
         self.device = resolve_device(device)
+        distributed.init_from_env(self.device.type)
+        if self.device.type == "cuda" and self.device.index is None and distributed.world_size() > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision 'fp16' needs CUDA; use 'auto', 'bf16' or 'fp32' on CPU")
         if channels_last not in (True, False, "auto"):
@@ -118,7 +123,7 @@ class Engine:
         self.precision, self.precision_reason = resolve_precision(precision, self.device)
         self.channels_last = self.device.type == "cuda" if channels_last == "auto" else channels_last
         self.compile = compile
-        self.quiet = quiet
+        self.quiet = quiet or not distributed.is_main()  # one progress display, rank 0's
         self.seed = int(seed)
         self.max_device_bytes = max_device_bytes
         if eval_batch is not None and eval_batch < 1:
@@ -131,7 +136,7 @@ class Engine:
         return {"device": str(self.device), "precision": self.precision,
                 "precision_reason": self.precision_reason, "channels_last": self.channels_last,
                 "compile": self.compile, "eval_batch": self.eval_batch,
-                "threads": torch.get_num_threads(),
+                "threads": torch.get_num_threads(), "world_size": distributed.world_size(),
                 "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
 
     def announce(self) -> None:
@@ -240,7 +245,14 @@ class Engine:
         total = max(1, int(round(cfg.epochs * steps_per_epoch)))
         was_training = model.training
         model = self.prepare(model)
-        net = torch.compile(model) if self.compile else model
+        world = distributed.world_size()
+        net = model
+        if world > 1:  # one step = one step on the global batch, each rank computing its share
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        net = torch.compile(net) if self.compile else net
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                               nesterov=cfg.nesterov and cfg.momentum > 0,
                               weight_decay=cfg.weight_decay)
@@ -264,6 +276,11 @@ class Engine:
                 if side is not None:
                     idx = torch.cat([idx, next(side)])
                 x = self._fmt(data.batch(idx, augment=cfg.augment, generator=gen))
+                scale = 1.0
+                if world > 1:  # same global batch and augmentation draws on every rank
+                    share = distributed.local_share(len(idx))
+                    scale = (share.stop - share.start) * world / len(idx)
+                    x, idx = x[share], idx[share]
                 idx_d = idx.to(self.device)
                 y, w = labels[idx_d], w_dev[idx_d]
                 x, target = mix(x, y, gen) if mix is not None else (x, y)
@@ -272,7 +289,7 @@ class Engine:
                 ce = F.cross_entropy(out.float(), target, reduction="none",
                                      label_smoothing=cfg.label_smoothing)
                 loss = _weighted_loss(loss_transform(ce) if loss_transform is not None else ce,
-                                      w, ascent_bound, out.float(), y, unlearn)
+                                      w, ascent_bound, out.float(), y, unlearn) * scale
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -292,7 +309,7 @@ class Engine:
                 if step - checked >= _CHECK_EVERY:
                     checked = _check_finite(step_loss, checked, step, cfg, lr_at, desc)
             checked = _check_finite(step_loss, checked, step, cfg, lr_at, desc)
-            loss_sum, correct, seen = stats.tolist()
+            loss_sum, correct, seen = distributed.all_sum(stats).tolist()
             record = {"epoch": epoch, "loss": loss_sum / max(seen, 1),
                       "train_acc": correct / max(seen, 1),
                       "seconds": round(time.perf_counter() - t0, 3)}
@@ -319,6 +336,27 @@ class Engine:
         for s in range(0, n, batch_size):
             yield torch.arange(s, min(s + batch_size, n))
 
+    def my_batches(self, data: DeviceData, batch_size: Optional[int] = None) -> Iterator[torch.Tensor]:
+        """The inference batches this rank computes: every ``world_size``-th of ``batches``
+        (all of them in a single process)."""
+        w, r = distributed.world_size(), distributed.rank()
+        for b, idx in enumerate(self.batches(data, batch_size)):
+            if b % w == r:
+                yield idx
+
+    def gather_rows(self, rows: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> torch.Tensor:
+        """(N, ...) float32 on the CPU from this rank's (index, (B, ...) values) pairs; under
+        torchrun the ranks' rows are summed into place, so every rank gets all N in order."""
+        if distributed.world_size() == 1:
+            return torch.cat([v.cpu() for _, v in rows]) if rows else torch.zeros(0)
+        width = torch.tensor([rows[0][1].shape[1] if rows and rows[0][1].dim() > 1 else 0,
+                              1 if rows and rows[0][1].dim() > 1 else 0], device=self.device)
+        width = distributed.all_max(width).tolist()  # a rank may have had no batch
+        out = torch.zeros((n, width[0]) if width[1] else (n,), device=self.device)
+        for idx, v in rows:
+            out[idx.to(self.device)] = v.float()
+        return distributed.all_sum(out).cpu()
+
     @torch.no_grad()
     def logits(self, model: nn.Module, data, batch_size: Optional[int] = None,
                fp32: bool = False) -> torch.Tensor:
@@ -327,12 +365,12 @@ class Engine:
         data = self.data(data) if not isinstance(data, DeviceData) else data
         was = model.training
         model = self.prepare(model).eval()
-        out = []
-        for idx in self.batches(data, batch_size):
+        rows = []
+        for idx in self.my_batches(data, batch_size):
             with self.autocast(not fp32):
-                out.append(model(self._fmt(data.batch(idx))).float().cpu())
+                rows.append((idx, model(self._fmt(data.batch(idx))).float()))
         model.train(was)
-        return torch.cat(out)
+        return self.gather_rows(rows, len(data))
 
     def predict(self, model: nn.Module, data, batch_size: Optional[int] = None) -> torch.Tensor:
         """(N,) int64 predicted classes."""
@@ -360,12 +398,12 @@ class Engine:
         data = self.data(data) if not isinstance(data, DeviceData) else data
         was = model.training
         model = self.prepare(model).eval()
-        out = []
-        for idx in self.batches(data, batch_size):
+        rows = []
+        for idx in self.my_batches(data, batch_size):
             with self.autocast():
-                out.append(model.forward_features(self._fmt(data.batch(idx))).float().cpu())
+                rows.append((idx, model.forward_features(self._fmt(data.batch(idx))).float()))
         model.train(was)
-        return torch.cat(out)
+        return self.gather_rows(rows, len(data))
 
 
 def _weighted_loss(ce: torch.Tensor, w: torch.Tensor, bound: Optional[float],
@@ -392,11 +430,12 @@ def _check_finite(step_loss: torch.Tensor, start: int, stop: int, cfg: TrainConf
                   lr_at: Callable[[int], float], desc: str) -> int:
     """Raise TrainingDiverged naming the first step in [start, stop) whose loss is not
     finite; returns ``stop`` (the next unchecked step)."""
-    bad = torch.nonzero(~torch.isfinite(step_loss[start:stop])).flatten()
+    chunk = distributed.all_sum(step_loss[start:stop].clone())  # a NaN on any rank stops all
+    bad = torch.nonzero(~torch.isfinite(chunk)).flatten()
     if len(bad):
         s = start + int(bad[0])
         raise TrainingDiverged(
-            f"training stage {desc!r} diverged: the loss became {float(step_loss[s]):g} at step "
+            f"training stage {desc!r} diverged: the loss became {float(chunk[s - start]):g} at step "
             f"{s + 1} of {len(step_loss)} (learning rate {cfg.lr * lr_at(s):.4g}, peak {cfg.lr:g}, "
             f"schedule {cfg.schedule}, warmup {cfg.warmup:g}); nothing was written from it. Lower "
             f"the learning rate or raise the warmup (advrbd: --set train.lr=... / "
