@@ -42,6 +42,15 @@ def _register_compare(sub, run_flags) -> None:
     p.add_argument("--finished-only", dest="finished_only", action="store_true",
                    help="train nothing: tabulate the cells already finished (e.g. computed by "
                         "several compare processes in parallel)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: cells one after another here; ray: each cell a Ray task "
+                        "(pip install -e \".[ray]\")")
+    p.add_argument("--address", help="with --backend ray: a running cluster (auto, ray://host:10001); "
+                                     "default: start a local one")
+    p.add_argument("--num-cpus", dest="num_cpus", type=float, default=1,
+                   help="with --backend ray: CPUs per cell task (default 1)")
+    p.add_argument("--num-gpus", dest="num_gpus", type=float,
+                   help="with --backend ray: GPUs per cell task (default 1 on CUDA, else 0)")
 
 
 def _dispatch_compare(a, flags):
@@ -56,7 +65,8 @@ def _dispatch_compare(a, flags):
     if dataset is None:
         raise ValueError("compare needs --dataset (a registered dataset or npz:PATH)")
     rows = compare(dataset, a.attacks, a.defenses, seeds, sets=a.sets, config=a.config,
-                   report_dir=a.report_dir, finished_only=a.finished_only, **kw)
+                   report_dir=a.report_dir, finished_only=a.finished_only, backend=a.backend,
+                   address=a.address, num_cpus=a.num_cpus, num_gpus=a.num_gpus, **kw)
     from .report import fmt_pct, markdown_table
 
     print(markdown_table(["attack", "defense", "ACC %", "ASR %", "RA %", "TPR %", "FPR %",

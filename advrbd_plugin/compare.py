@@ -31,7 +31,8 @@ def compare(dataset: str, attacks: Sequence[str], defenses: Sequence[str],
             out: Optional[str | os.PathLike] = None, sets: Optional[list[str]] = None, *,
             config: Optional[str | os.PathLike] = None,
             report_dir: Optional[str | os.PathLike] = None, finished_only: bool = False,
-            **flags) -> list[dict]:
+            backend: str = "local", address: Optional[str] = None, num_cpus: float = 1,
+            num_gpus: Optional[float] = None, **flags) -> list[dict]:
     """Run the grid and write the comparison files.
 
     dataset, preset, out, sets, config, flags: as for ``runner.run`` (flags: model=,
@@ -39,6 +40,9 @@ def compare(dataset: str, attacks: Sequence[str], defenses: Sequence[str],
     and seed. report_dir: where the files go (default ``<out>/<dataset>/compare``).
     finished_only: train nothing, tabulate the cells already finished (to collect a grid
     computed by several processes); unfinished cells are left out of the table.
+    backend: 'local' (cells one after another in this process) or 'ray' (each cell a Ray
+    task, ``grid_ray.py``; ``address`` of a running cluster or None for a local one,
+    ``num_cpus`` / ``num_gpus`` per task). Both give the same cells and tables.
     Returns the summary rows (one per attack and defense, then the Average rows), each
     {"attack", "defense", "acc", "asr", "ra", "tpr", "fpr", "precision", "seconds",
     "time_ratio", "clean_data", "seeds", and "<metric>_std" when several seeds ran}.
@@ -46,19 +50,23 @@ def compare(dataset: str, attacks: Sequence[str], defenses: Sequence[str],
     if not attacks or not defenses or not seeds:
         raise ValueError(f"compare: expected at least one attack, defense and seed; found "
                          f"attacks={list(attacks)}, defenses={list(defenses)}, seeds={list(seeds)}")
+    if backend not in ("local", "ray"):
+        raise ValueError(f"compare: backend expected 'local' or 'ray', found {backend!r}")
     order = ["none"] + [d for d in dict.fromkeys(defenses) if d != "none"]
     out = None if out is None else os.fspath(out)
-    cells, folders = [], []
-    for attack in dict.fromkeys(attacks):
-        for seed in dict.fromkeys(seeds):
-            for defense in order:
-                kw = dict(sets=sets, dataset=dataset, attack=attack, defense=defense, seed=seed,
-                          preset=preset, out=out, **flags)
-                m = runner.finished(config, **kw) if finished_only else runner.run(config, **kw)
-                if m is None:
-                    continue
-                cells.append(_cell(m))
-                folders.append(Path(m["run_folder"]))
+    kws = [dict(sets=sets, dataset=dataset, attack=attack, defense=defense, seed=seed,
+                preset=preset, out=out, **flags)
+           for attack in dict.fromkeys(attacks) for seed in dict.fromkeys(seeds) for defense in order]
+    if finished_only:
+        done = [runner.finished(config, **kw) for kw in kws]
+    elif backend == "ray":
+        from .grid_ray import run_cells
+
+        done = run_cells(config, kws, address=address, num_cpus=num_cpus, num_gpus=num_gpus)
+    else:
+        done = [runner.run(config, **kw) for kw in kws]
+    cells = [_cell(m) for m in done if m is not None]
+    folders = [Path(m["run_folder"]) for m in done if m is not None]
     if not cells:
         raise ValueError("compare: no finished cell to tabulate; run the grid without "
                          "finished_only first")
