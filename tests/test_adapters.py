@@ -444,6 +444,9 @@ def test_broken_attack_result_gives_a_clear_error(tmp_path, bbtoy, damage):
     msg = str(err.value)
     assert str(path) in msg and "Traceback" not in msg
     assert {"empty": "empty", "wrong dict": "missing keys"}.get(damage, "torch.save") in msg
+    assert "\n" not in msg and not msg.rstrip().endswith(",")  # one whole line, not cut mid-sentence
+    if damage == "truncated":
+        assert "truncated" in msg and "copy it again" in msg
 
 
 def test_broken_images_and_mismatched_clean_data(tmp_path, bbtoy, cifar_toy):

@@ -203,3 +203,31 @@ def test_real_cifar10_subset():
     assert bundle.classes[:3] == ["airplane", "automobile", "bird"] and bundle.num_classes == 10
     assert torch.bincount(bundle.y_train).tolist() == [1100] * 10
     assert bundle.mean == pytest.approx((125.8 / 255, 123.2 / 255, 114.1 / 255), abs=0.01)
+
+
+def test_corrupt_cifar_names_the_failed_check(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "data_batch_1").write_bytes(b"not the real batch")  # a partial copy
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("cifar10", root=str(tmp_path))
+    msg = str(err.value)
+    assert "failed torchvision's file and checksum check" in msg and str(tmp_path) in msg
+    assert "does not exist" in msg  # the second place looked, <root>/cifar10
+    assert err.value.reason in msg and "--data-root" not in err.value.reason
+
+
+def test_backdoorbench_entry_point_names_its_own_data_flag(tmp_path, monkeypatch, capsys):
+    from advrbd_plugin.integrations import backdoorbench as bb_entry
+
+    record = tmp_path / "record" / "badnet_0_1"
+    record.mkdir(parents=True)
+    torch.save({"model_name": "preactresnet18", "num_classes": 10, "model": {}, "data_path": "./data",
+                "img_size": (32, 32, 3), "clean_data": "cifar10", "bd_train": {}, "bd_test": {}},
+               record / "attack_result.pt")
+    monkeypatch.chdir(tmp_path)
+    assert bb_entry.main(["--result_file", "badnet_0_1", "--defense", "none",
+                          "--dataset_path", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "--dataset_path DIR" in err and "does not exist" in err
+    assert "--data-root" not in err and "--download" not in err

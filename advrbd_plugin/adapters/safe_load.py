@@ -154,8 +154,8 @@ def _unsafe_globals(path: Path, message: str) -> list[str]:
 
 
 def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line[:200]
+    """The exception text on one line (pickle's messages span several), at most 300 chars."""
+    return " ".join(text.split())[:300]
 
 
 def load(path: str | Path, *, trust: bool = False) -> Any:
@@ -170,6 +170,10 @@ def load(path: str | Path, *, trust: bool = False) -> Any:
     if zipfile.is_zipfile(path):
         return _torch_load(path, trust)
     data = path.read_bytes()
+    if data[:4] == b"PK\x03\x04":  # a zip's first entry, but no readable zip directory
+        raise RecordError(f"{path}: a torch.save (zip) file whose end is missing or damaged "
+                          f"(truncated: {len(data)} bytes, no zip directory); copy it again or "
+                          f"re-save it")
     stream = io.BytesIO(data)
     try:
         first = _Restricted(stream, _plain_globals()).load()

@@ -34,7 +34,12 @@ def shared_data_path(filename: str) -> Optional[Path]:
 
 class DatasetNotFoundError(FileNotFoundError):
     """The data are not on disk (and no download was asked for); the message says where
-    we looked and how to fix it."""
+    we looked, which check failed and how to fix it. ``reason`` is the message without the
+    fix, for a front end that names its own flags."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def _bad(what: str, expected: str, found: str, fix: str = "") -> ValueError:

@@ -20,11 +20,11 @@ __all__ = ["load_cifar10", "load_cifar100", "load_gtsrb"]
 GTSRB_SIZE = 32
 
 
-def _missing(name: str, searched: list[Path], extra: str = "") -> DatasetNotFoundError:
-    where = ", ".join(str(p.resolve()) for p in searched)
+def _missing(name: str, checks: list[str], extra: str = "") -> DatasetNotFoundError:
+    reason = f"dataset {name!r} could not be opened: {'; '.join(checks)}."
     return DatasetNotFoundError(
-        f"dataset {name!r}: not found (or incomplete) under {where}. Point --data-root (root=...) at the folder "
-        f"that holds it, or pass --download (download=True) to fetch it.{extra}")
+        f"{reason} Point --data-root (root=...) at the folder that holds it, or pass --download "
+        f"(download=True) to fetch it.{extra}", reason)
 
 
 def _open(name: str, root: Optional[str], download: bool, build: Callable, extra: str = ""):
@@ -32,14 +32,19 @@ def _open(name: str, root: Optional[str], download: bool, build: Callable, extra
     first one when asked and nothing was found."""
     base = Path(root or DEFAULT_ROOT).expanduser()
     candidates = [base, base / name]
+    checks = []
     for folder in candidates:
-        if folder.is_dir():
-            try:
-                return build(folder, False)
-            except RuntimeError:  # torchvision: "Dataset not found or corrupted"
-                continue
+        if not folder.is_dir():
+            checks.append(f"{folder.resolve()} does not exist")
+            continue
+        try:
+            return build(folder, False)
+        except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
+            checks.append(f"{folder.resolve()} failed torchvision's file and checksum check "
+                          f"({' '.join(str(exc).split())[:120]}): its files are missing, partial "
+                          f"or another version")
     if not download:
-        raise _missing(name, candidates, extra)
+        raise _missing(name, checks, extra)
     base.mkdir(parents=True, exist_ok=True)
     return build(base, True)
 

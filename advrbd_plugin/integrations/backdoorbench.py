@@ -30,6 +30,7 @@ import yaml
 
 from ..config import atomic_write_text, load_yaml
 from ..interop import BACKDOORBENCH_KEYS, defend_record
+from ..data.base import DatasetNotFoundError
 from ..engine.core import TrainingDiverged
 from ..registry import ADAPTERS, DEFENSES, UnknownNameError
 
@@ -129,8 +130,14 @@ def run(values: dict) -> dict:
     if not record.is_dir():
         record = Path("record") / values["result_file"]
     adapter = ADAPTERS.get("backdoorbench")()
-    rec = adapter.load(record, trust_pickles=bool(values.get("trust_pickles")),
-                       data_root=values.get("dataset_path"))
+    try:
+        rec = adapter.load(record, trust_pickles=bool(values.get("trust_pickles")),
+                           data_root=values.get("dataset_path"))
+    except DatasetNotFoundError as exc:  # name this entry point's flag, not our CLI's
+        raise DatasetNotFoundError(
+            f"{exc.reason} Pass --dataset_path DIR (or dataset_path in the yaml): the folder that "
+            f"holds the clean dataset the attack used, as for BackdoorBench's own scripts "
+            f"(default: data/ of the checkout that holds record/).", exc.reason) from None
     if values.get("dataset") and values["dataset"] != rec.meta["dataset"]:
         raise ValueError(f"--dataset {values['dataset']!r}, but the record {record} was made on "
                          f"{rec.meta['dataset']!r}")
