@@ -146,6 +146,9 @@ def _register_interop(sub, run_flags) -> None:
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--preset", help="paper | cpu | smoke (default paper)")
     p.add_argument("--out", required=True, help="file to write, e.g. config/defense/advrbd/cifar10.yaml")
+    p.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE",
+                   help="override a key before writing, e.g. --set precision=fp32 --set "
+                        "train.epochs=50 --set defense.eps=0.05")
 
 
 def _dispatch_interop(a, flags):
@@ -177,7 +180,7 @@ def _dispatch_interop(a, flags):
         from .config import atomic_write_text
         from .interop import export_config
 
-        atomic_write_text(a.out, export_config(a.format, a.defense, a.dataset, a.preset))
+        atomic_write_text(a.out, export_config(a.format, a.defense, a.dataset, a.preset, a.sets))
         print(f"wrote {a.out}")
         return 0
     return None

@@ -229,13 +229,14 @@ BACKDOORBENCH_KEYS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr"
 
 
 def export_config(fmt: str = "backdoorbench", defense: str = "advrbd", dataset: str = "cifar10",
-                  preset: Optional[str] = None) -> str:
+                  preset: Optional[str] = None, sets: Optional[list[str]] = None) -> str:
     """The YAML a toolbox's runner reads for ``defense`` (BackdoorBench:
-    ``config/defense/<defense>/<dataset>.yaml``), filled from our resolved config."""
+    ``config/defense/<defense>/<dataset>.yaml``), filled from our resolved config, with
+    ``sets`` (['precision=fp32', 'train.epochs=50', 'defense.eps=0.05']) applied first."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export-config: format {fmt!r} has no config file to write; "
                          f"choices: {', '.join(EXPORT_FORMATS)}")
-    cfg = resolve_config(None, None, preset=preset, defense=defense, dataset=our_dataset(dataset),
+    cfg = resolve_config(None, sets, preset=preset, defense=defense, dataset=our_dataset(dataset),
                          recipe=ADAPTERS.get(fmt).train_recipe)
     knobs = {k: v for k, v in cfg["defense"].items() if k != "name"}
     common = {"device", "dataset", "dataset_path", "random_seed", "model", "precision", "defense",
@@ -256,7 +257,7 @@ def export_config(fmt: str = "backdoorbench", defense: str = "advrbd", dataset: 
         "# CLI flags override these values, as in BackdoorBench.",
     ]
     body = {
-        "device": "auto",            # auto | cpu | cuda | cuda:N
+        "device": cfg["device"],     # auto | cpu | cuda | cuda:N
         "dataset": dataset,
         "dataset_path": "./data",
         "random_seed": int(cfg["seed"]),

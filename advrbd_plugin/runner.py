@@ -158,11 +158,12 @@ class Experiment:
     def evaluate(self, model: torch.nn.Module) -> dict:
         eng, b = self.engine, self.bundle
         test = eng.data(b.x_test, b.mean, b.std)
-        pred = eng.predict(model, test)
+        pred = eng.predict(model, test, desc="evaluate: clean test set")
         out = {"acc": float((pred == b.y_test.cpu()).float().mean()) if len(pred) else None,
                "asr": None, "ra": None, **prediction_spread(pred, b.num_classes)}
         if self.triggered is not None:
-            pred = eng.predict(model, eng.data(self.triggered.images, b.mean, b.std))
+            pred = eng.predict(model, eng.data(self.triggered.images, b.mean, b.std),
+                               desc="evaluate: triggered test set")
             out.update(attack_metrics(pred, self.triggered.target_labels, self.triggered.true_labels))
         return out
 

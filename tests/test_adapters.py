@@ -193,6 +193,15 @@ def test_backdoorbench_entry_point_and_export_config(tmp_path, bbtoy, monkeypatc
     exported = yaml.safe_load(Path(yaml_path).read_text())
     assert exported["defense"] == "none" and {"epochs", "batch_size", "lr", "wd", "device"} <= set(exported)
     assert exported["lr"] == 0.01 and exported["batch_size"] == 128  # BackdoorBench's own recipe
+    assert exported["precision"] == "auto"
+    assert cli_main(["export-config", "--format", "backdoorbench", "--defense", "none", "--dataset",
+                     "bbtoy", "--out", "other.yaml", "--set", "precision=fp32", "--set", "device=cpu",
+                     "--set", "train.epochs=7"]) == 0
+    other = yaml.safe_load(Path("other.yaml").read_text())
+    assert (other["precision"], other["device"], other["epochs"]) == ("fp32", "cpu", 7)
+    assert cli_main(["export-config", "--format", "backdoorbench", "--defense", "none", "--dataset",
+                     "bbtoy", "--out", "bad.yaml", "--set", "precisionn=fp32"]) == 2
+    assert "precisionn" in capsys.readouterr().err and not Path("bad.yaml").exists()
     argv = ["--result_file", "badnet_0_1", "--yaml_path", yaml_path, "--dataset", "bbtoy",
             "--device", "cpu", "--epochs", "1", "--model", "resnet9", "--precision", "fp32",
             "--amp", "False", "-pm", "True", "--num_workers", "4"]

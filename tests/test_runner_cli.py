@@ -140,3 +140,16 @@ def test_collapsed_model_is_named_in_the_metrics():
     assert one["predicted_classes"] == 1 and "predicts class 3 for 100.0%" in one["warnings"][0]
     spread = prediction_spread(torch.arange(500) % 10, 10)
     assert spread == {"predicted_classes": 10, "warnings": []}
+
+
+def test_every_long_pass_shows_progress_and_quiet_silences_it(tmp_path, capsys):
+    argv = ["run", "--dataset", "digits", "--attack", "badnet", "--defense", "advrbd", "--preset",
+            "smoke", "--set", "train.epochs=1", "--precision", "fp32"]
+    assert cli.main(argv + ["--out", str(tmp_path / "loud")]) == 0
+    err = capsys.readouterr().err
+    for stage in ("advrbd warm-up", "advrbd partition", "advrbd enhance 2/2: ranking", "advrbd clean",
+                  "advrbd relabel", "evaluate: clean test set", "evaluate: triggered test set"):
+        assert stage in err, stage
+    assert "advrbd: cpu, fp32 (explicit)" in err
+    assert cli.main(argv + ["--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

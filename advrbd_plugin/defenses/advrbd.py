@@ -148,7 +148,7 @@ class AdvrBD(Defense):
         unlearned, history["enhance"] = out["unlearned"], out["history"]
         # 3. split, on the enhanced model's logits (autocast: argmax and p_y need no fp32)
         logits = out.get("logits")
-        logits = eng.logits(model, dev) if logits is None else logits
+        logits = eng.logits(model, dev, desc="advrbd split") if logits is None else logits
         flagged = logits.argmax(1) == labels
         fit = logits.softmax(1).gather(1, labels[:, None]).squeeze(1)  # enhanced p(label | x)
         if bool(flagged.all()):
@@ -173,7 +173,7 @@ class AdvrBD(Defense):
             if c.relabel and flagged.any():
                 fidx = torch.nonzero(flagged).flatten()  # only the flagged part is relabeled
                 new = labels.clone()
-                new[fidx] = eng.logits(clean_model, eng.data(data.subset(fidx))).argmax(1)
+                new[fidx] = eng.predict(clean_model, eng.data(data.subset(fidx)), desc="advrbd relabel")
                 move = new != labels  # flagged samples it disagrees with; agreements keep theirs
                 relabels[move] = new[move]
                 out = self.stage("relearn", lambda: {
@@ -246,7 +246,8 @@ class AdvrBD(Defense):
             weights = torch.where(unlearned, -c.ascent_weight, 1.0)
             eng.fit(model, dev, labels, cfg, weights=weights, ascent_bound=c.ascent_bound,
                     unlearn=c.unlearn, desc=f"advrbd enhance {r + 1}/{c.rounds}")
-            logits = eng.logits(model, dev)  # autocast: a ranking; the last round's feed the split
+            # autocast logits: a ranking, and the last round's feed the split
+            logits = eng.logits(model, dev, desc=f"advrbd enhance {r + 1}/{c.rounds}: ranking")
             loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
             row = {"round": r + 1, "unlearned": int(unlearned.sum()),
                    "train_fit": float((loss < 0.693).float().mean())}

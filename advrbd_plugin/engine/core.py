@@ -336,13 +336,14 @@ class Engine:
         for s in range(0, n, batch_size):
             yield torch.arange(s, min(s + batch_size, n))
 
-    def my_batches(self, data: DeviceData, batch_size: Optional[int] = None) -> Iterator[torch.Tensor]:
+    def my_batches(self, data: DeviceData, batch_size: Optional[int] = None,
+                   desc: str = "inference") -> Iterator[torch.Tensor]:
         """The inference batches this rank computes: every ``world_size``-th of ``batches``
-        (all of them in a single process)."""
+        (all of them in a single process), with a progress bar named ``desc`` (silenced by
+        ``quiet``)."""
         w, r = distributed.world_size(), distributed.rank()
-        for b, idx in enumerate(self.batches(data, batch_size)):
-            if b % w == r:
-                yield idx
+        mine = [idx for b, idx in enumerate(self.batches(data, batch_size)) if b % w == r]
+        yield from self.progress(mine, desc=desc)
 
     def gather_rows(self, rows: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> torch.Tensor:
         """(N, ...) float32 on the CPU from this rank's (index, (B, ...) values) pairs; under
@@ -359,22 +360,23 @@ class Engine:
 
     @torch.no_grad()
     def logits(self, model: nn.Module, data, batch_size: Optional[int] = None,
-               fp32: bool = False) -> torch.Tensor:
+               fp32: bool = False, desc: str = "inference") -> torch.Tensor:
         """(N, K) float32 logits on the CPU, model in eval mode (its mode restored after);
-        computed under autocast unless ``fp32``."""
+        computed under autocast unless ``fp32``; ``desc`` names the progress bar."""
         data = self.data(data) if not isinstance(data, DeviceData) else data
         was = model.training
         model = self.prepare(model).eval()
         rows = []
-        for idx in self.my_batches(data, batch_size):
+        for idx in self.my_batches(data, batch_size, desc):
             with self.autocast(not fp32):
                 rows.append((idx, model(self._fmt(data.batch(idx))).float()))
         model.train(was)
         return self.gather_rows(rows, len(data))
 
-    def predict(self, model: nn.Module, data, batch_size: Optional[int] = None) -> torch.Tensor:
+    def predict(self, model: nn.Module, data, batch_size: Optional[int] = None,
+                desc: str = "predict") -> torch.Tensor:
         """(N,) int64 predicted classes."""
-        return self.logits(model, data, batch_size).argmax(1)
+        return self.logits(model, data, batch_size, desc=desc).argmax(1)
 
     def accuracy(self, model: nn.Module, data, labels: torch.Tensor) -> float:
         """Fraction of samples predicted as ``labels``; nan for an empty set."""
@@ -399,7 +401,7 @@ class Engine:
         was = model.training
         model = self.prepare(model).eval()
         rows = []
-        for idx in self.my_batches(data, batch_size):
+        for idx in self.my_batches(data, batch_size, "features"):
             with self.autocast():
                 rows.append((idx, model.forward_features(self._fmt(data.batch(idx))).float()))
         model.train(was)
