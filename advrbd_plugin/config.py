@@ -82,7 +82,11 @@ def load_yaml(path: str | os.PathLike) -> dict:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ValueError(f"config file {str(p)!r} is not valid YAML{at}: {what}; fix the file "
+                         f"(e.g. an unclosed bracket or a tab used for indentation)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

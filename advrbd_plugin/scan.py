@@ -68,6 +68,9 @@ def load_scan_data(path: str | os.PathLike, image_size: int = 32
                          f"found {x.dtype} {x.shape}. Convert to 0..255 uint8 NHWC.")
     y = np.asarray(y).astype(np.int64).reshape(-1)
     num_classes = int(y.max()) + 1 if len(y) else 0
+    if num_classes < 2:
+        raise ValueError(f"scan data {p}: expected at least 2 classes (class sub-folders, or labels "
+                         f"0..K-1 in y_train), found {num_classes}; a classifier needs two or more")
     if test is not None:
         num_classes = max(num_classes, int(np.asarray(test[1]).max()) + 1)
     xt = torch.from_numpy(np.ascontiguousarray(x))

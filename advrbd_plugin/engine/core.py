@@ -71,8 +71,14 @@ class TrainConfig:
                            ("warmup", (int, float)), ("label_smoothing", (int, float))):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, kind):
+                hint = f"; set a number, e.g. train.{name}={getattr(TrainConfig, name)!r}"
+                try:
+                    float(value)
+                    hint = "; in YAML write a number with a dot, e.g. 1.0e-3, not 1e-3"
+                except (TypeError, ValueError):
+                    pass
                 raise ValueError(f"train.{name}: expected a number, found {value!r} "
-                                 f"({type(value).__name__}); in YAML write e.g. 1.0e-3, not 1e-3")
+                                 f"({type(value).__name__}){hint}")
         if self.schedule not in _SCHEDULES:
             raise ValueError(f"schedule: expected one of {_SCHEDULES}, found {self.schedule!r}")
         if not self.epochs > 0 or not self.lr > 0 or self.batch_size < 1:
