@@ -30,16 +30,12 @@ import torch
 
 __all__ = ["RecordError", "UnsafeRecordError", "TRUST_FLAG", "load"]
 
+from ..errors import RecordError, UnsafeRecordError, is_zip  # noqa: E402 (re-exported here)
+
 TRUST_FLAG = "--trust-pickles (trust_pickles=True in Python)"
 _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a pre-1.6 torch.save file
 
 
-class RecordError(ValueError):
-    """A record file is missing, empty, truncated or not in the expected format."""
-
-
-class UnsafeRecordError(RecordError):
-    """A record file references Python objects outside the allow-list (possible code)."""
 
 
 def _multiarray():
@@ -167,7 +163,7 @@ def load(path: str | Path, *, trust: bool = False) -> Any:
     """
     path = Path(path)
     _check_file(path)
-    if zipfile.is_zipfile(path):
+    if is_zip(path):
         return _torch_load(path, trust)
     data = path.read_bytes()
     if data[:4] == b"PK\x03\x04":  # a zip's first entry, but no readable zip directory

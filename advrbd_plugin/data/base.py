@@ -32,6 +32,9 @@ def shared_data_path(filename: str) -> Optional[Path]:
     return path if path.is_file() else None
 
 
+from ..errors import RecordError  # noqa: E402
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """The data are not on disk (and no download was asked for); the message says where
     we looked, which check failed and how to fix it. ``reason`` is the message without the
@@ -42,8 +45,8 @@ class DatasetNotFoundError(FileNotFoundError):
         self.reason = reason or message
 
 
-def _bad(what: str, expected: str, found: str, fix: str = "") -> ValueError:
-    return ValueError(f"{what}: expected {expected}, found {found}." + (f" {fix}" if fix else ""))
+def _bad(what: str, expected: str, found: str, fix: str = "") -> RecordError:
+    return RecordError(f"{what}: expected {expected}, found {found}." + (f" {fix}" if fix else ""))
 
 
 def _images(x: Any, what: str) -> torch.Tensor:

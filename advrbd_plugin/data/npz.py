@@ -7,11 +7,13 @@ or (N, H, W) for grayscale) and ``y_train``, ``y_test`` (integer (N,)); optional
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 
+from ..errors import RecordError, is_zip
 from .base import DatasetBundle, DatasetNotFoundError, shared_data_path
 
 __all__ = ["load_npz", "to_nhwc"]
@@ -49,6 +51,10 @@ def _labels(y: np.ndarray, what: str) -> np.ndarray:
     return y.astype(np.int64, copy=False)
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
 def load_npz(path: Union[str, Path]) -> DatasetBundle:
     """Load ``path`` (an .npz archive) into a DatasetBundle named after the file stem.
 
@@ -64,25 +70,32 @@ def load_npz(path: Union[str, Path]) -> DatasetBundle:
             f"npz dataset: no file at {path} (resolved to {path.resolve()}).{hint} Pass an "
             "existing .npz path as 'npz:PATH' (relative paths start from the working directory), "
             "e.g. 'npz:../shared/data/cifar10_subset.npz'.")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"npz dataset {path}: expected a NumPy .npz archive (a zip file written by "
-                         "np.savez / np.savez_compressed), found a file that is not a zip archive.")
+    if not is_zip(path):
+        raise RecordError(f"npz dataset {path}: expected a NumPy .npz archive (a zip file written by "
+                          "np.savez / np.savez_compressed), found a file that is not a zip archive.")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [k for k in REQUIRED if k not in archive.files]
             if missing:
-                raise ValueError(
+                raise RecordError(
                     f"npz dataset {path}: expected arrays {', '.join(REQUIRED)} (and optional "
                     f"'classes'), missing {', '.join(missing)}; found {', '.join(archive.files) or 'none'}. "
                     "Write it with np.savez_compressed(path, x_train=..., y_train=..., x_test=..., y_test=...).")
             arrays = {k: archive[k] for k in REQUIRED}
             classes = archive["classes"] if "classes" in archive.files else None
+    except RecordError:
+        raise
     except ValueError as exc:
         if "allow_pickle" not in str(exc):
-            raise
-        raise ValueError(f"npz dataset {path}: an array is stored as Python objects, which we do not "
-                         "unpickle. Store numbers as numeric arrays and 'classes' as a string array "
-                         "(np.array(names, dtype=str)).") from exc
+            raise RecordError(f"npz dataset {path}: an array could not be read ({_one_line(exc)}); "
+                              f"the file is damaged or not written by np.savez") from None
+        raise RecordError(f"npz dataset {path}: an array is stored as Python objects, which we do not "
+                          "unpickle. Store numbers as numeric arrays and 'classes' as a string array "
+                          "(np.array(names, dtype=str)).") from None
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError, IndexError, TypeError,
+            NotImplementedError, OverflowError, MemoryError, RuntimeError) as exc:
+        raise RecordError(f"npz dataset {path}: damaged or truncated archive ({type(exc).__name__}: "
+                          f"{_one_line(exc)}); copy it again or re-save it with np.savez") from None
     x_train = to_nhwc(arrays["x_train"], f"{path.name}: x_train")
     x_test = to_nhwc(arrays["x_test"], f"{path.name}: x_test")
     y_train = _labels(arrays["y_train"], f"{path.name}: y_train")
