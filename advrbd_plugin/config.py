@@ -160,6 +160,16 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files ``atomic_output`` leaves when its process is killed mid-write
+    (``.<name>.<random>.tmp``) anywhere under ``folder``; returns what was removed."""
+    folder = Path(folder)
+    stale = [p for p in folder.rglob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text via ``atomic_output``."""
     with atomic_output(path) as tmp:

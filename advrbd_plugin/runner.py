@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from . import __version__
-from .config import atomic_output, atomic_write_text, load_yaml, merge, packaged_yaml, parse_set
+from .config import (atomic_output, atomic_write_text, load_yaml, merge, packaged_yaml, parse_set,
+                     remove_stale_temps)
 from .engine import Engine, TrainConfig, distributed
 from .metrics import DEFINITIONS, attack_metrics, detection_metrics
 from .registry import ATTACKS, DEFENSES
@@ -309,6 +310,7 @@ def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[
         else Experiment(cfg)
     main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
     if main:
+        remove_stale_temps(folder)  # left by a run killed mid-write
         atomic_write_text(folder / "config.yaml", yaml.safe_dump(dict(cfg), sort_keys=False))
     defense_kw = {k: v for k, v in cfg["defense"].items() if k != "name"}
     ckpt = folder / "checkpoints" / chash
