@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import yaml
 
+from .config import OutputError
 from .engine.core import TrainingDiverged
 from .registry import ADAPTERS, ATTACKS, DATASETS, DEFENSES, MODELS, UnknownNameError
 
@@ -80,8 +81,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _dispatch(args)
     except (ValueError, FileNotFoundError, UnknownNameError, TypeError,
-            TrainingDiverged) as exc:
+            TrainingDiverged, OutputError) as exc:
         print(f"advrbd: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write failed mid-run (disk full, read-only): one line, no traceback
+        where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"advrbd: error: {type(exc).__name__}{where}: {exc.strerror or exc}; nothing "
+              f"half-written was kept; free space or pass --out DIR on another disk", file=sys.stderr)
         return 2
 
 

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import difflib
 import os
+import shutil
 import tempfile
 import typing
 from importlib import resources
@@ -158,6 +159,29 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class OutputError(OSError):
+    """The output location cannot take what a run writes (read-only, missing, or full)."""
+
+
+def check_writable(folder: str | os.PathLike, need_bytes: int = 0) -> None:
+    """Raise OutputError up front when ``folder`` cannot be created and written, or its disk
+    has less than ``need_bytes`` free (nothing is left behind by the check)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"output folder {str(folder)!r} is not writable ({exc.strerror or exc}); "
+                          f"pass --out DIR on a writable disk") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise OutputError(f"output folder {str(folder)!r}: its disk has {free / 2**20:.1f} MiB free, "
+                          f"a run needs about {need_bytes / 2**20:.1f} MiB (model, stage checkpoints, "
+                          f"reports); free space or pass --out DIR on another disk")
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:

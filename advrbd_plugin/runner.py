@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from . import __version__
-from .config import (atomic_output, atomic_write_text, load_yaml, merge, packaged_yaml, parse_set,
-                     remove_stale_temps)
+from .config import (atomic_output, atomic_write_text, check_writable, load_yaml, merge,
+                     packaged_yaml, parse_set, remove_stale_temps)
 from .engine import Engine, TrainConfig, distributed
 from .metrics import DEFINITIONS, attack_metrics, detection_metrics
 from .registry import ATTACKS, DEFENSES
@@ -310,6 +310,7 @@ def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[
         else Experiment(cfg)
     main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
     if main:
+        check_writable(folder)
         remove_stale_temps(folder)  # left by a run killed mid-write
         atomic_write_text(folder / "config.yaml", yaml.safe_dump(dict(cfg), sort_keys=False))
     defense_kw = {k: v for k, v in cfg["defense"].items() if k != "name"}
@@ -323,6 +324,9 @@ def run(config: Optional[str | os.PathLike | Mapping] = None, *, sets: Optional[
     else:
         model = exp.fresh_model()
     clean = exp.clean_reserve if defense.requires_clean_data else None
+    if main:  # fail before training, not after it, when the results cannot be written
+        weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        check_writable(folder, need_bytes=8 * weights + 16 * 2**20)
     t0 = time.perf_counter()
     result = defense.apply(exp.poisoned, model, clean_set=clean, monitor=exp.monitor())
     seconds = time.perf_counter() - t0

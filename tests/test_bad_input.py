@@ -249,3 +249,40 @@ def test_a_dataset_smaller_than_one_batch_simply_works(tmp_path):
         0, 255, (12, 8, 8, 3)).astype(np.uint8), y_train=np.arange(12) % 4)
     code = cli.main(["run", "--dataset", f"npz:{path}", "--out", str(tmp_path / "runs"), *SMOKE])
     assert code == 0 and list((tmp_path / "runs").rglob("metrics.json"))
+
+
+def test_unwritable_output_fails_before_training(tmp_path, capsys):
+    code = cli.main(["run", "--dataset", "digits", "--out", "/proc/advrbd-no-such-place", *SMOKE])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "is not writable" in err and "--out DIR" in err and len(err.splitlines()) == 1
+
+
+def test_full_disk_is_caught_up_front(tmp_path, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 4096, 4096))
+    code = cli.main(["run", "--dataset", "digits", "--out", str(tmp_path), *SMOKE])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "MiB free" in err and "needs about" in err
+    assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("model.pt"))
+
+
+def test_disk_full_while_writing_leaves_no_truncated_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    real = torch.save
+
+    def full(obj, f, *a, **kw):
+        if str(f).endswith(".tmp") and ".model.pt." in str(f):
+            Path(f).write_bytes(b"PK\x03\x04 half a model")
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return real(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", full)
+    code = cli.main(["run", "--dataset", "digits", "--out", str(tmp_path), *SMOKE])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "No space left on device" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.rglob("model.pt")) and not list(tmp_path.rglob("metrics.json"))
+    assert not list(tmp_path.rglob("*.tmp"))
