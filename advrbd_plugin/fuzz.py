@@ -64,7 +64,7 @@ def seeds(marker: str) -> dict[str, bytes]:
             "plain pickle": pickle.dumps({"attack": "badnet", "attack_target": 0, "pratio": 0.1}),
             "pickle with payload": pickle.dumps({"attack": "badnet", "x": Payload(marker)}),
             "torch.save with payload": _torch_bytes({"model": {}, "x": Payload(marker)}),
-            "npz dataset": npz}
+            "npz dataset": npz, "npz arrays record": npz}
 
 
 def _read_record(path: Path):
@@ -79,11 +79,17 @@ def _read_npz(path: Path):
     return load_npz(path)
 
 
+def _read_arrays(path: Path):
+    from .adapters.arrays import Arrays
+
+    return Arrays().load(path)
+
+
 #: format -> reader of a file of that format.
 READERS: dict[str, Callable[[Path], object]] = {
     "torch.save record": _read_record, "plain pickle": _read_record,
     "pickle with payload": _read_record, "torch.save with payload": _read_record,
-    "npz dataset": _read_npz}
+    "npz dataset": _read_npz, "npz arrays record": _read_arrays}
 SEEDS = seeds
 
 

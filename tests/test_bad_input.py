@@ -89,7 +89,11 @@ def _arrays_cases(tmp: Path) -> dict:
                 "--out", str(tmp / "out-arrays"), *SMOKE]
 
     (tmp / "a_empty.npz").write_bytes(b"")
+    a_trunc = _truncate(_npz(tmp / "a_trunc.npz"))
     return {
+        "arrays truncated": (rec(a_trunc), ["a_trunc.npz"]),
+        "arrays wrong dtype": (rec(_npz(tmp / "a_dtype.npz", x_train=np.full((40, 8, 8, 3), "a"))),
+                               ["x_train"]),
         "arrays missing": (rec(tmp / "a_absent.npz"), ["a_absent.npz"]),
         "arrays empty": (rec(tmp / "a_empty.npz"), ["a_empty.npz"]),
         "arrays NaN pixels": (rec(_npz(tmp / "a_nan.npz", x_train=np.full((40, 8, 8, 3), np.nan,
@@ -152,12 +156,18 @@ def _toolbox_cases(tmp: Path, cifar) -> dict:
     torch.save(torch.full((60,), 99, dtype=torch.long), labels / "labels")
     shape = fresh("tb_shape")
     torch.save(torch.zeros(60, 16, 16), shape / "imgs")
+    empty = fresh("tb_empty")
+    (empty / "labels").write_bytes(b"")
+    trunc = fresh("tb_trunc")
+    _truncate(trunc / "imgs")
     return {
         "toolbox missing": (rec(tmp / "tb_absent"), ["tb_absent"]),
         "toolbox pickle payload": (rec(payload), ["poison_indices", "--trust-pickles"]),
         "toolbox index out of range": (rec(index), ["poison_indices", "10000"]),
         "toolbox labels out of range": (rec(labels), ["labels", "99"]),
         "toolbox wrong image shape": (rec(shape), ["imgs"]),
+        "toolbox empty file": (rec(empty), ["labels", "empty"]),
+        "toolbox truncated file": (rec(trunc), ["imgs", "truncated"]),
     }
 
 
@@ -215,6 +225,7 @@ CASE_NAMES = [
     "backdoorbench truncated", "backdoorbench pickle payload", "backdoorbench index out of range",
     "backdoorbench clean data in another order", "toolbox missing", "toolbox pickle payload",
     "toolbox index out of range", "toolbox labels out of range", "toolbox wrong image shape",
+    "toolbox empty file", "toolbox truncated file", "arrays truncated", "arrays wrong dtype",
     "config unknown key", "config unknown nested key", "config wrong type", "config negative epochs",
     "config fraction above 1", "config defense fraction above 1", "config unknown attack",
     "config unknown defense", "config unknown model", "config unknown preset", "config file missing",

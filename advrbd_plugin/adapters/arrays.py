@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -181,8 +183,11 @@ def _read_npz(path: Path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in NPZ_KEYS if k in z.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise RecordError(f"{path}: not a readable .npz of plain arrays ({exc})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, IndexError,
+            TypeError, NotImplementedError, OverflowError, MemoryError, RuntimeError) as exc:
+        raise RecordError(f"{path}: not a readable .npz of plain arrays, or truncated "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); write it "
+                          f"with np.savez(path, x_train=..., y_train=...)") from None
 
 
 def detect_poison(x_train: Any, y_train: Any, defense: str = "advrbd", **kwargs) -> tuple[dict, list[int]]:
