@@ -182,7 +182,13 @@ def _read_npz(path: Path) -> dict:
         raise FileNotFoundError(f"{path}: file not found")
     try:
         with np.load(path, allow_pickle=False) as z:
+            if "x_train" not in z.files:
+                raise RecordError(f"{path}: expected an array named x_train (and y_train), found "
+                                  f"{', '.join(z.files) or 'no arrays'}; write it with "
+                                  f"np.savez(path, x_train=..., y_train=...)")
             return {k: z[k] for k in NPZ_KEYS if k in z.files}
+    except RecordError:
+        raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, IndexError,
             TypeError, NotImplementedError, OverflowError, MemoryError, RuntimeError) as exc:
         raise RecordError(f"{path}: not a readable .npz of plain arrays, or truncated "
