@@ -74,3 +74,31 @@ def test_killed_in_a_stage_then_rerun_equals_uninterrupted(stage, reference, tmp
     for k, v in reference["state"].items():
         assert torch.equal(got["state"][k], v), (stage, k)
     assert got["temps"] == []
+
+
+GRID = [sys.executable, "-m", "advrbd_plugin", "compare", "--dataset", "digits", "--attacks",
+        "badnet", "blend", "--defenses", "none", "--preset", "smoke", "--precision", "fp32",
+        "--device", "cpu", "--quiet", "--set", "train.epochs=1", "--set", "monitor_size=0"]
+
+
+def test_grid_killed_between_cells_recomputes_only_the_missing_ones(tmp_path):
+    full = tmp_path / "full"
+    subprocess.run(GRID + ["--out", str(full)], env=ENV, check=True, capture_output=True)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(GRID + ["--out", str(cut)], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and not list(cut.rglob("metrics.json")):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    first = {p: p.stat().st_mtime_ns for p in cut.rglob("metrics.json")}
+    if len(first) != 1:
+        pytest.skip(f"the kill landed after {len(first)} cells")
+    subprocess.run(GRID + ["--out", str(cut)], env=ENV, check=True, capture_output=True)
+    after = {p: p.stat().st_mtime_ns for p in cut.rglob("metrics.json")}
+    assert len(after) == 2 and all(after[p] == t for p, t in first.items())
+    table = lambda root: json.loads(next(root.rglob("compare.json")).read_text())["rows"]  # noqa: E731
+    keep = ("attack", "defense", "acc", "asr", "ra")
+    assert [{k: r[k] for k in keep} for r in table(cut)] == [{k: r[k] for k in keep} for r in table(full)]
+    assert not list(cut.rglob("*.tmp"))
