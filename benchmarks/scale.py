@@ -62,6 +62,33 @@ def _rank(rank: int, port: int, folder: str, model_name: str, dataset: str, epoc
     torch.distributed.destroy_process_group()
 
 
+#: Wall time of one standard ResNet-18 CIFAR-10 training on one A100, as quoted in
+#: ../shared/reference/anchors.md section 3 (not measured by this project).
+A100_RESNET18_MIN = 7.0
+#: Training cost of each dataset relative to CIFAR-10 (images x pixels, same epochs).
+DATASET_COST = {"cifar10": 1.0, "cifar100": 1.0, "gtsrb": 39_209 / 50_000, "tiny-imagenet": 100_000 * 4 / 50_000}
+
+
+def cluster_estimate(gpus: int = 32, seeds: int = 3, attacks: int = 8) -> dict:
+    """The paper preset's grid on ``gpus`` GPUs, from the measured time ratios of
+    results/compare_cpu.json (cost of each defense in plain trainings)."""
+    import json
+
+    rows = json.loads((Path(__file__).parent / "results" / "compare_cpu.json").read_text())["rows"]
+    ratio: dict[str, list[float]] = {}
+    for r in rows:
+        if r["attack"] != "Average" and r.get("time_ratio") is not None:
+            ratio.setdefault(r["defense"], []).append(r["time_ratio"])
+    per_group = sum(sum(v) / len(v) for v in ratio.values())  # trainings per (dataset, attack, seed)
+    trainings = per_group * seeds * attacks * sum(DATASET_COST.values())
+    gpu_hours = trainings * A100_RESNET18_MIN / 60
+    cells = len(ratio) * seeds * attacks * len(DATASET_COST)
+    return {"defenses": len(ratio), "cells": cells, "trainings_per_group": round(per_group, 2),
+            "resnet18_trainings": round(trainings), "gpu_hours": round(gpu_hours),
+            "wall_hours_on_gpus": round(gpu_hours / gpus, 1), "gpus": gpus,
+            "one_gpu_days": round(gpu_hours / 24, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="digits")
@@ -115,6 +142,24 @@ def main() -> None:
                         [2, result["fit_img_s_2proc"], f"{result['final_loss_2proc']:.4f}"]]), "",
         f"Largest weight difference, 2 processes vs 1: {diff:.3g} (BatchNorm normalizes each "
         f"rank's half batch by its own statistics); the two ranks' weights identical: {same_ranks}."]
+    est = cluster_estimate()
+    info["cluster_estimate"] = est
+    md += ["", "## On paper: the paper preset's grid on a 4 x 8-GPU cluster", "",
+           f"{est['defenses']} defenses (none included) x {8} attacks x 3 seeds x 4 datasets = "
+           f"**{est['cells']} cells**. The cost of each defense in plain trainings is its mean "
+           f"`time_ratio` in `compare_cpu.json` (measured on the cpu preset: none 1, post-training "
+           f"defenses 0-0.22, training-time ones 0.83-2.02), **{est['trainings_per_group']} "
+           f"trainings per (dataset, attack, seed)**; datasets weighted by images x pixels against "
+           f"CIFAR-10 (CIFAR-100 1, GTSRB 0.78, Tiny-ImageNet 8). That is "
+           f"**{est['resnet18_trainings']} CIFAR-10-equivalent ResNet-18 trainings of 100 epochs**. "
+           f"At {A100_RESNET18_MIN:g} min per training on one A100 (quoted in "
+           f"`../shared/reference/anchors.md`, not measured here: no GPU was lent to this run), "
+           f"**{est['gpu_hours']} GPU-hours: {est['one_gpu_days']} days on one GPU, about "
+           f"{est['wall_hours_on_gpus']} h on {est['gpus']} GPUs** with one cell per GPU "
+           f"(`--backend ray --num-gpus 1`), plus the tail of the longest cells (an AdvrBD or AC "
+           f"cell, ~2 trainings: ~15 min on CIFAR-10, ~2 h on Tiny-ImageNet) and each post-training "
+           f"cell's wait for its `none` cell. DDP inside a cell (torchrun) shortens that tail but "
+           f"not the total, which one cell per GPU already keeps busy."]
     write("scale_cpu", "\n".join(md) + "\n", info, [result])
 
 
