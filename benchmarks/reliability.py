@@ -32,6 +32,7 @@ from fixtures_toolboxes import toy_bundle  # noqa: E402
 
 
 def bad_inputs(tmp: Path) -> list[dict]:
+    tmp.mkdir(parents=True, exist_ok=True)
     bundle = toy_bundle()
     DATASETS.register("bbtoy")(lambda root=None, download=False: bundle)
     cifar = toy_bundle(name="cifar10", classes=10, n_train=60, n_test=30)
