@@ -43,7 +43,12 @@ def _work(out: str) -> None:
     hist = eng.fit(model, data, ds.labels, TrainConfig(epochs=3, lr=0.05, batch_size=31))  # shares 15 + 16
     logits = eng.logits(model, data)
     kl = masked_kl_scores(eng, model, data, eps=0.03, radius=2, steps=1)
+    torch.manual_seed(0)
+    bn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    eng.fit(bn, data, ds.labels, TrainConfig(epochs=2, lr=0.05, batch_size=31))
     torch.save({"state": model.state_dict(), "logits": logits, "kl": kl, "hist": hist,
+                "bn": bn.state_dict(), "bn_logits": eng.logits(bn, data),
                 "world": eng.describe()["world_size"]}, out)
 
 
@@ -89,3 +94,12 @@ def test_per_sample_passes_return_every_sample_once_in_order(runs):
         assert r["logits"].shape == single["logits"].shape == (70, 4)
         torch.testing.assert_close(r["logits"], single["logits"], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(r["kl"], single["kl"], rtol=1e-3, atol=1e-6)
+
+
+def test_with_batchnorm_every_rank_holds_one_model(runs):
+    """Per-rank BatchNorm statistics differ during training; after it, rank 0's are every
+    rank's, so the round-robin passes all use one model."""
+    _, ranks = runs
+    for k, v in ranks[0]["bn"].items():
+        assert torch.equal(ranks[1]["bn"][k], v), k
+    assert torch.equal(ranks[0]["bn_logits"], ranks[1]["bn_logits"])

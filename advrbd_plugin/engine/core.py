@@ -332,6 +332,7 @@ class Engine:
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.3f}")
             epoch += 1
         bar.close()
+        distributed.sync_buffers(model)  # one model on every rank (BatchNorm statistics)
         model.train(was_training)
         return history
 

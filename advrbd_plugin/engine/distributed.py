@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["init_from_env", "rank", "world_size", "is_main", "local_share", "all_sum",
-           "all_max", "barrier"]
+           "all_max", "sync_buffers", "barrier"]
 
 
 def init_from_env(device_type: str) -> None:
@@ -62,6 +62,15 @@ def all_max(t: torch.Tensor) -> torch.Tensor:
     if world_size() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank: after DDP
+    training each rank's last forward left its own, and the per-sample passes that follow
+    must all use one model."""
+    if world_size() > 1:
+        for buf in model.buffers():
+            dist.broadcast(buf.data, src=0)
 
 
 def barrier() -> None:
