@@ -103,3 +103,31 @@ def test_with_batchnorm_every_rank_holds_one_model(runs):
     for k, v in ranks[0]["bn"].items():
         assert torch.equal(ranks[1]["bn"][k], v), k
     assert torch.equal(ranks[0]["bn_logits"], ranks[1]["bn_logits"])
+
+
+def _advrbd_rank(rank: int, port: int, folder: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import advrbd_plugin.defenses  # noqa: F401 (registers the defenses)
+    from advrbd_plugin.models import build_model
+    from advrbd_plugin.registry import ATTACKS, DEFENSES
+
+    ds = ATTACKS.build("badnet", poison_ratio=0.1, target=0).poison(_data(), seed=0)
+    eng = Engine(device="cpu", precision="fp32", quiet=True, seed=0, eval_batch=16)
+    defense = DEFENSES.build("advrbd", engine=eng, train=TrainConfig(epochs=2, lr=0.05, batch_size=16))
+    torch.manual_seed(0)
+    result = defense.apply(ds, build_model("resnet20", 4, input_size=12, in_channels=1))
+    torch.save({"mask": result.poison_mask, "state": result.model.state_dict()},
+               os.path.join(folder, f"advrbd{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_advrbd_under_ddp_ranks_agree_on_split_and_model(tmp_path):
+    if not torch.distributed.is_gloo_available():
+        pytest.skip("gloo is not available in this torch build")
+    mp.spawn(_advrbd_rank, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    r0, r1 = (torch.load(tmp_path / f"advrbd{r}.pt", weights_only=True) for r in range(WORLD))
+    assert r0["mask"].shape == (70,) and torch.equal(r0["mask"], r1["mask"])
+    for k, v in r0["state"].items():
+        assert torch.equal(r1["state"][k], v), k
