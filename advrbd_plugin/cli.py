@@ -110,6 +110,9 @@ def _dispatch(a: argparse.Namespace) -> int:
             return dispatch_command(argparse.Namespace(**{**vars(a), "cmd": "run-record"}), _flags)
         metrics = runner.run(a.config, sets=a.sets, resume=a.resume, attack=a.attack,
                              defense=a.defense, **_flags(a))
+        from .engine import distributed
+        if not distributed.is_main():  # under torchrun rank 0 reports
+            return 0
         if a.json:
             print(json.dumps(metrics, indent=2, default=str))
         else:
