@@ -2,7 +2,6 @@
 how to fix it, exit code 2, and no results left behind (no metrics.json, no model file)."""
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 import zipfile
@@ -14,20 +13,11 @@ import torch
 from PIL import Image
 
 from advrbd_plugin import cli
+from advrbd_plugin.fuzz import Payload  # unpickling it would create a marker file
 from advrbd_plugin.registry import DATASETS
 from fixtures_toolboxes import toy_bundle, write_backdoorbench_record, write_toolbox_folder
 
 SMOKE = ["--preset", "smoke", "--set", "train.epochs=1", "--quiet", "--device", "cpu"]
-
-
-class Payload:
-    """Unpickling this would create a marker file (it must never be unpickled)."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def _npz(path: Path, **arrays) -> Path:
