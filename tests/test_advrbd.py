@@ -1,16 +1,19 @@
-"""AdvrBD specifics: stage outputs, resume after an interruption, config errors, and an
-end-to-end run on digits that must lower a BadNet backdoor's ASR."""
+"""AdvrBD specifics, both variants: stage outputs, resume after an interruption, config
+errors, the targeted split and semi-supervised stage, and an end-to-end run on digits that
+must lower a BadNet backdoor's ASR."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from advrbd_plugin import runner
-from advrbd_plugin.defenses.advrbd import AdvrBD, _top_per_class
+from advrbd_plugin.defenses.advrbd import (AdvrBD, AdvrBDPaper, _top_per_class, fit_enrichment,
+                                           suspected_targets)
 from advrbd_plugin.engine import Engine, TrainConfig
 from test_defense_contract import K, _model, _poisoned
 
-STAGES = ("warmup", "partition", "enhance", "clean", "relearn")
+STAGES = ("warmup", "partition", "enhance", "clean", "relearn")  # variant paper
+TARGETED_STAGES = ("warmup", "cluster", "partition", "enhance", "clean")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -21,9 +24,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _advrbd(checkpoint_dir=None, epochs=2, **knobs) -> AdvrBD:
-    return AdvrBD(knobs, engine=Engine(device="cpu", quiet=True, seed=0),
-                  train=TrainConfig(epochs=epochs, lr=0.05, batch_size=32), checkpoint_dir=checkpoint_dir)
+def _advrbd(checkpoint_dir=None, epochs=2, cls=AdvrBDPaper, **knobs) -> AdvrBD:
+    """The paper variant unless ``cls=AdvrBD`` (the targeted default)."""
+    return cls(knobs, engine=Engine(device="cpu", quiet=True, seed=0),
+               train=TrainConfig(epochs=epochs, lr=0.05, batch_size=32), checkpoint_dir=checkpoint_dir)
+
+
+def _targeted(checkpoint_dir=None, epochs=3, **knobs) -> AdvrBD:
+    return _advrbd(checkpoint_dir, epochs, cls=AdvrBD, **knobs)
 
 
 def test_every_stage_runs_and_reports():
@@ -72,9 +80,125 @@ def test_self_relearn_joins_flagged_samples_mid_training():
     assert not any("relabeled" in row for row in off.history["clean"])
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+def test_targeted_stages_run_and_report():
     data = _poisoned()
-    full = _advrbd(tmp_path / "full").apply(data, _model())
+    r = _targeted().apply(data, _model(), monitor=lambda m: {"acc": 0.5})
+    n = len(data)
+    assert set(TARGETED_STAGES) <= set(r.timings) and "relearn" not in r.timings
+    for name in ("cluster", "minor", "fit_flag", "seed", "unlearned"):
+        assert r.arrays[name].shape == (n,) and r.arrays[name].dtype == torch.bool, name
+    suspects = r.poison_mask
+    assert r.extra["variant"] == "targeted" and r.extra["flagged"] == int(suspects.sum())
+    assert bool((suspects | ~r.arrays["cluster"]).all()), "every cluster flag is a suspect"
+    targets = r.extra["suspected_targets"]
+    outside = ~torch.isin(data.labels, torch.tensor(targets, dtype=torch.long))
+    assert torch.equal(suspects & outside, r.arrays["cluster"] & outside), \
+        "outside the suspected target classes only cluster flags are suspects"
+    for key in ("enrichment", "cluster_share"):
+        assert len(r.extra[key]) == K
+    moved = r.relabels >= 0
+    assert bool((suspects | ~moved).all()), "only suspects get pseudo-labels"
+    assert bool((r.relabels[moved] != data.labels[moved]).all()), "never the given label"
+    assert sum(r.extra["clean_part_per_class"]) == n - int(suspects.sum())
+
+
+def test_targeted_never_trains_a_suspect_on_its_given_label(monkeypatch):
+    """Every (labels, weights) the clean stage trains on: a suspect either has weight 0 or a
+    label other than its given one, from the first epoch to the last."""
+    data = _poisoned()
+    seen, real_fit = [], Engine.fit
+
+    def spy(self, model, dev, labels, cfg, *, weights=None, refresh=None, desc="", **kw):
+        if desc == "advrbd clean":
+            seen.append((labels.clone(), weights.clone()))
+
+            def wrapped(epoch, m):
+                out = refresh(epoch, m)
+                if out is not None:
+                    seen.append((out[0].clone(), out[1].clone()))
+                return out
+            return real_fit(self, model, dev, labels, cfg, weights=weights, refresh=wrapped,
+                            desc=desc, **kw)
+        return real_fit(self, model, dev, labels, cfg, weights=weights, refresh=refresh, desc=desc, **kw)
+
+    monkeypatch.setattr(Engine, "fit", spy)
+    r = _targeted(epochs=4, pseudo_start=0.0, pseudo_threshold=0.05).apply(data, _model())
+    suspects = r.poison_mask
+    assert suspects.any(), "the fixture's poison must give the split something to flag"
+    assert len(seen) > 1, "the pseudo-labels are refreshed during the clean stage"
+    first_labels, first_weights = seen[0]
+    assert bool((first_weights[suspects] == 0).all()), "suspects start unlabeled"
+    joined = 0
+    for labels, weights in seen:
+        used = suspects & (weights > 0)
+        joined += int(used.sum())
+        assert bool((labels[used] != data.labels[used]).all())
+        assert bool((weights[~suspects] == 1).all()), "non-suspects keep their labels"
+        assert torch.equal(labels[~suspects], data.labels[~suspects])
+    assert joined > 0, "with a low threshold some suspects join under pseudo-labels"
+
+
+def test_targeted_is_deterministic_under_a_seed():
+    data = _poisoned()
+    a, b = _targeted().apply(data, _model()), _targeted().apply(data, _model())
+    assert torch.equal(a.poison_mask, b.poison_mask) and torch.equal(a.relabels, b.relabels)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+
+
+def test_suspected_targets_are_robust_outliers():
+    share = torch.tensor([0.20, 0.22, 0.18, 0.21, 0.60, 0.19, 0.20, 0.23, 0.17, 0.20])
+    assert suspected_targets(share, 3.0) == [4]
+    assert suspected_targets(share, 1e6) == []
+    assert suspected_targets(torch.full((10,), 0.2), 3.0) == [], "alike shares name no class"
+    low = share.clone()
+    low[4] = 0.0
+    assert suspected_targets(low, 3.0) == [], "only a high share marks a target"
+    with_nan = share.clone()
+    with_nan[0] = float("nan")
+    assert suspected_targets(with_nan, 3.0) == [4], "an empty class is ignored"
+
+
+def test_split_names_the_class_where_clusters_and_fit_agree():
+    """10 classes of 100; in class 4 the smaller cluster (30) is fit by the enhanced model and
+    the rest is not; elsewhere fit and cluster are independent. Only class 4 is named, and
+    its suspects are its smaller cluster plus its fit samples; C outside stays a suspect."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(10).repeat_interleave(100)
+    minor = torch.zeros(1000, dtype=torch.bool)
+    fit = torch.rand(1000, generator=g) < 0.3
+    for k in range(10):
+        minor[k * 100: k * 100 + 30 + k] = True
+    minor[400:500], fit[400:500] = False, False
+    minor[400:430], fit[400:430] = True, True
+    fit[430:433] = True  # a few clean fits in the target class
+    enrich = fit_enrichment(fit, minor, labels, 10)
+    assert enrich.shape == (10,) and float(enrich[4]) > 0.9
+    assert bool((enrich.abs()[torch.arange(10) != 4] < 0.4).all())
+    cluster = torch.zeros(1000, dtype=torch.bool)
+    cluster[700:705] = True  # an AC flag in another class
+    d = _targeted()
+    found = {"fit_flags": fit, "minor": minor, "cluster": cluster, "cluster_shares": [0.3] * 10}
+    suspects, targets, split = d._targeted_split(found, labels, 10)
+    assert targets == [4] and len(split["enrichment"]) == 10
+    expected = cluster.clone()
+    expected[400:433] = True
+    assert torch.equal(suspects, expected)
+    strict = _targeted(enrich_min=0.99)._targeted_split(found, labels, 10)[1]
+    assert strict == [], "a gap under enrich_min names no class"
+    # clean-label: the poisoned part is the class's larger cluster; F still picks the side
+    flip = minor.clone()
+    flip[400:500] = ~minor[400:500]
+    suspects, targets, _ = d._targeted_split({**found, "minor": flip}, labels, 10)
+    assert targets == [4] and torch.equal(suspects, expected)
+
+
+@pytest.mark.parametrize("make, stages", [(_advrbd, ("enhance", "partition", "warmup")),
+                                          (_targeted, ("cluster", "enhance", "partition", "warmup"))],
+                         ids=["paper", "targeted"])
+def test_resume_equals_uninterrupted_run(make, stages, tmp_path, monkeypatch):
+    data = _poisoned()
+    full = make(tmp_path / "full").apply(data, _model())
 
     real_fit = Engine.fit
 
@@ -85,11 +209,11 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Engine, "fit", crash_in_clean)
     with pytest.raises(KeyboardInterrupt):
-        _advrbd(tmp_path / "resumed").apply(data, _model())
+        make(tmp_path / "resumed").apply(data, _model())
     saved = sorted(p.name for p in (tmp_path / "resumed").iterdir())
-    assert saved == ["stage_enhance.pt", "stage_partition.pt", "stage_warmup.pt"]
+    assert saved == [f"stage_{s}.pt" for s in stages]
     monkeypatch.setattr(Engine, "fit", real_fit)
-    resumed = _advrbd(tmp_path / "resumed").apply(data, _model())
+    resumed = make(tmp_path / "resumed").apply(data, _model())
     assert torch.equal(full.poison_mask, resumed.poison_mask)
     assert torch.equal(full.relabels, resumed.relabels)
     torch.testing.assert_close(full.arrays["kl"], resumed.arrays["kl"], rtol=0, atol=0, equal_nan=True)
@@ -108,6 +232,14 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     ({"relearn_epochs_frac": 0.0}, "relabel"),
     ({"relearn": "twice"}, "relearn"),
     ({"seed_fraction": 0.1}, "seed_frac"),  # unknown key: the error names the closest one
+    ({"variant": "literal"}, "variant"),
+    ({"pseudo_threshold": 1.0}, "pseudo_threshold"),
+    ({"pseudo_start": 1.0}, "pseudo_start"),
+    ({"cluster_share": 0.0}, "cluster_share"),
+    ({"target_z": 0.0}, "target_z"),
+    ({"enrich_min": 1.5}, "enrich_min"),
+    ({"cluster_dims": 0}, "cluster_dims"),
+    ({"variant": "targeted", "detector": "given"}, "detector: warmup"),
 ])
 def test_invalid_config(knobs, match):
     with pytest.raises(ValueError, match=match):
@@ -139,9 +271,6 @@ def test_digits_badnet_advrbd_lowers_asr(digits_runs):
     assert ours["asr"] < none["asr"] / 2, (none["asr"], ours["asr"])
 
 
-@pytest.mark.xfail(strict=False, reason="known miss of the ACC target, reported in docs/advrbd.md: "
-                   "at one thread AdvrBD lost 5.8 points on an AMX CPU and 10.8 points on an "
-                   "AVX-512 CPU without AMX (bf16 rounding differs)")
 def test_digits_badnet_advrbd_keeps_accuracy(digits_runs):
     none, ours = digits_runs
-    assert ours["acc"] > none["acc"] - 0.1, (none["acc"], ours["acc"])
+    assert ours["acc"] >= none["acc"] - 0.02, (none["acc"], ours["acc"])  # issue 19: within 2 points

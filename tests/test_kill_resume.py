@@ -19,8 +19,8 @@ CMD = [sys.executable, "-m", "advrbd_plugin", "run", "--dataset", "digits", "--a
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 FOLDER = ("digits", "badnet", "advrbd", "0")
 #: kill once this file exists, i.e. while the next stage runs
-KILL_AFTER = {"warmup": "config.yaml", "partition": "stage_warmup.pt", "enhance": "stage_partition.pt",
-              "clean": "stage_enhance.pt", "relearn": "stage_clean.pt", "writing": "stage_relearn.pt"}
+KILL_AFTER = {"warmup": "config.yaml", "cluster": "stage_warmup.pt", "partition": "stage_cluster.pt",
+              "enhance": "stage_partition.pt", "clean": "stage_enhance.pt", "writing": "stage_clean.pt"}
 STABLE = ("acc", "asr", "ra", "detection", "predicted_classes", "poisoned", "train_size")
 
 

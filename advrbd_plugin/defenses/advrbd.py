@@ -1,8 +1,8 @@
 """AdvrBD / MeCa (Pu, Chen et al., arXiv:2405.12719): a clean model from a poisoned set,
 with no clean data and no knowledge of the poison ratio.
 
-Needs only the (possibly poisoned) training set and an architecture. Stages (each one
-checkpointed when the runner gives a checkpoint folder):
+Needs only the (possibly poisoned) training set and an architecture. Two variants share
+stages 0-2 (each stage checkpointed when the runner gives a checkpoint folder):
 
 0. ``warmup``: train the model on the poisoned set for ``warmup_frac`` of the plain
    budget; backdoors are learned first, so this is a backdoored detector.
@@ -15,22 +15,37 @@ checkpointed when the runner gives a checkpoint folder):
    current model) join D_c. Unlearning is gradient ascent on the cross-entropy, stopped per
    sample once it exceeds ``ascent_bound`` (``unlearn: ascent``; ``complement`` descends
    -log(1 - p_y) instead), with ``ascent_weight`` times the weight of the learned samples, so
-   clean accuracy collapses while the backdoor stays: a backdoor-enhanced model.
-3. ``split``: samples the enhanced model misclassifies are deemed clean, the rest flagged.
-   The per-sample ``scores`` are the enhanced model's p(given label | x) (higher = more
-   suspicious); the KL of step 1 is kept in ``arrays["kl"]``.
-4. ``clean`` + ``relearn`` (``relearn: finetune``, the default): a fresh model trains on the
-   clean part; with ``relabel``, every flagged sample it disagrees with gets its prediction as
-   label (the others keep theirs) and the model is fine-tuned on the union. Relearning
-   triggered inputs under non-target labels removes backdoor the clean model took from poison
-   the split missed. ``relearn: self`` does both in one training instead: after
-   ``relabel_start`` of its steps the flagged samples join under the model's own prediction,
-   refreshed every epoch (higher accuracy, but the model's own labels can lock a leaked robust
-   backdoor in: docs/advrbd.md).
+   clean accuracy collapses while the backdoor stays: a backdoor-enhanced model. Samples the
+   enhanced model still fits (argmax = label) are its flags F.
 
-The paper's formulas and hyperparameters were lost; the defaults here are ours,
-calibrated on CIFAR-10 BadNet at CPU scale (docs/advrbd.md) and used unchanged for every
-attack and data size.
+``variant: paper`` (registered as ``advrbd_paper``), the literal reading:
+
+3. split: F is the poisoned part, the rest is clean.
+4. ``clean`` + ``relearn`` (``relearn: finetune``): a fresh model trains on the clean part;
+   with ``relabel``, every flagged sample it disagrees with gets its prediction as label and
+   the model is fine-tuned on the union. ``relearn: self`` does both in one training: after
+   ``relabel_start`` of its steps the flagged samples join under the model's own prediction.
+
+``variant: targeted`` (the default ``advrbd``; ours, docs/advrbd.md says why):
+
+0b. ``cluster`` (right after the warm-up, which here is a full plain training): per class,
+   2-means on the warm-up model's penultimate features (ICA to ``cluster_dims``, as AC); a smaller
+   cluster under ``cluster_share`` of its class is flagged (C, as AC).
+3. split: the two signals must agree to name a class. Per class k, the enrichment
+   d_k = |share of F in k's smaller cluster - share of F in its larger one|; k is a
+   suspected target when d_k >= ``enrich_min`` and d_k is a robust outlier among the
+   classes (z = (d - median) / (1.4826 MAD) > ``target_z``). Suspects = C plus, in each
+   suspected target class, F and the cluster holding more of F (whatever its share: a
+   clean-label attack may poison half its class). Dirty-label poison carries the target label, so a
+   class that is not named keeps its labels (bar C).
+4. ``clean``: one semi-supervised training of a fresh model (a plain training's steps).
+   Non-suspects learn their labels; suspects are unlabeled: after ``pseudo_start`` of the
+   steps, each suspect joins under the model's prediction with its given label suppressed,
+   when that prediction's probability is at least ``pseudo_threshold`` (refreshed every
+   epoch). A suspect is never trained on its given label.
+
+The paper's formulas and hyperparameters were lost; the defaults here are ours, measured
+on the CIFAR-10 subset (docs/advrbd.md) and used unchanged for every attack and data size.
 Class-balanced seed and growth are our change: a global ranking empties the target
 class (its clean samples look consistent under a backdoored model).
 """
@@ -43,17 +58,21 @@ import torch
 from ..engine import masked_kl_scores
 from ..registry import DEFENSES
 from ..types import DefenseResult, PoisonedDataset
+from ._shared import class_indices
+from .ac import two_means_split
 from .base import Defense, DefenseConfig, reinitialize
 
-__all__ = ["AdvrBD", "AdvrBDConfig"]
+__all__ = ["AdvrBD", "AdvrBDConfig", "AdvrBDPaper", "AdvrBDPaperConfig", "fit_enrichment",
+           "suspected_targets"]
 
 
 @dataclass
 class AdvrBDConfig(DefenseConfig):
     """Knobs; ``*_frac`` epochs are fractions of the plain recipe's epochs."""
 
+    variant: str = "targeted"       # targeted: ours (the default); paper: the literal reading
     detector: str = "warmup"        # warmup: train one; given: use the model passed in
-    warmup_frac: float = 0.5
+    warmup_frac: float = 1.0
     eps: float = 0.0314             # 8/255, L-inf budget inside the patch, [0, 1] units
     radius_frac: float = 0.125      # patch half-size / image side (4 px at 32x32)
     pgd_steps: int = 1
@@ -74,12 +93,19 @@ class AdvrBDConfig(DefenseConfig):
     relearn_lr_frac: float = 0.1    # relearning lr / plain lr
     self_epochs_frac: float = 0.9   # self: the run's steps / a plain training's
     relabel_start: float = 0.45     # self: flagged samples join after this share of the steps
+    cluster_dims: int = 10          # targeted: ICA dimensions of the per-class 2-means
+    cluster_share: float = 0.35     # targeted: flag a class's smaller cluster below this share
+    target_z: float = 3.0           # targeted: robust z of a class's F enrichment marking a target
+    enrich_min: float = 0.5         # targeted: least F-share gap (smaller - larger cluster) of a target
+    pseudo_threshold: float = 0.8   # targeted: a suspect joins when p(pseudo-label) >= this
+    pseudo_start: float = 0.3       # targeted: suspects may join after this share of the steps
 
 
 @DEFENSES.register("advrbd")
 class AdvrBD(Defense):
-    """AdvrBD: partition by masked adversarial KL, backdoor enhancement, split, clean
-    training, relabel and relearn. No clean data, no poison-ratio input."""
+    """AdvrBD: partition by masked adversarial KL, backdoor enhancement, a split, then a
+    clean model (``variant: targeted``: semi-supervised on the suspects; ``paper``: clean
+    training, relabel and relearn). No clean data, no poison-ratio input."""
 
     Config = AdvrBDConfig
     requires_clean_data = False
@@ -87,6 +113,8 @@ class AdvrBD(Defense):
 
     def validate(self) -> None:
         c = self.config
+        if c.variant not in ("targeted", "paper"):
+            raise ValueError(f"advrbd.variant: expected 'targeted' or 'paper', found {c.variant!r}")
         if c.detector not in ("warmup", "given"):
             raise ValueError(f"advrbd.detector: expected 'warmup' or 'given', found {c.detector!r}")
         if c.relearn not in ("finetune", "self"):
@@ -97,104 +125,209 @@ class AdvrBD(Defense):
         if c.unlearn not in ("complement", "ascent"):
             raise ValueError(f"advrbd.unlearn: expected 'complement' or 'ascent', found {c.unlearn!r}")
         for name in ("warmup_frac", "clean_epochs_frac", "self_epochs_frac", "enhance_epochs",
-                     "enhance_lr", "eps", "ascent_weight", "ascent_bound"):
+                     "enhance_lr", "eps", "ascent_weight", "ascent_bound", "target_z"):
             if not getattr(c, name) > 0:
                 raise ValueError(f"advrbd.{name}: expected > 0, found {getattr(c, name)}")
-        for name in ("seed_frac", "grow_frac", "radius_frac"):
+        for name in ("seed_frac", "grow_frac", "radius_frac", "cluster_share", "pseudo_threshold",
+                     "enrich_min"):
             if not 0 < getattr(c, name) < 1:
                 raise ValueError(f"advrbd.{name}: expected a fraction in (0, 1), found {getattr(c, name)}")
-        if not 0 <= c.relabel_start < 1:
-            raise ValueError(f"advrbd.relabel_start: expected a share of the clean model's steps in "
-                             f"[0, 1), found {c.relabel_start}")
+        for name in ("relabel_start", "pseudo_start"):
+            if not 0 <= getattr(c, name) < 1:
+                raise ValueError(f"advrbd.{name}: expected a share of the clean model's steps in "
+                                 f"[0, 1), found {getattr(c, name)}")
         if not c.seed_frac < c.score_frac <= 1:
             raise ValueError(f"advrbd.score_frac: expected seed_frac < score_frac <= 1, found "
                              f"seed_frac={c.seed_frac}, score_frac={c.score_frac}")
         if c.eps > 1:
             raise ValueError(f"advrbd.eps: expected a budget in [0, 1] pixel units, found {c.eps}")
-        if c.pgd_steps < 1 or c.mask_repeats < 1 or c.rounds < 0:
-            raise ValueError("advrbd: expected pgd_steps >= 1, mask_repeats >= 1, rounds >= 0; "
-                             f"found {c.pgd_steps}, {c.mask_repeats}, {c.rounds}")
+        if c.pgd_steps < 1 or c.mask_repeats < 1 or c.rounds < 0 or c.cluster_dims < 1:
+            raise ValueError("advrbd: expected pgd_steps >= 1, mask_repeats >= 1, rounds >= 0, "
+                             f"cluster_dims >= 1; found {c.pgd_steps}, {c.mask_repeats}, {c.rounds}, "
+                             f"{c.cluster_dims}")
+        if c.variant == "targeted" and c.detector != "warmup":
+            raise ValueError("advrbd.variant 'targeted' clusters the warm-up model's features: it "
+                             "needs detector: warmup")
 
     # ------------------------------------------------------------------------------
     def run(self, data: PoisonedDataset, model, *, clean_set, monitor) -> DefenseResult:
-        c, eng, E = self.config, self.engine, self.train.epochs
-        dev = eng.data(data)
-        labels = data.labels
+        c, eng = self.config, self.engine
+        dev, labels = eng.data(data), data.labels
         init = reinitialize(model, eng.seed + 1)  # the clean model starts from fresh weights
         history: dict[str, list] = {}
+        found = self._detect(data, dev, model, history, monitor)
+        flagged = found["fit_flags"]
+        if bool(flagged.all()):
+            raise RuntimeError("advrbd: the split flagged every sample (the enhanced model fits them "
+                               "all), so nothing is left to train the clean model on; raise "
+                               "ascent_weight or rounds so that enhancement unlearns the clean data")
+        if c.variant == "paper":
+            clean_model, relabels, extra = self._paper_tail(init, data, dev, labels, flagged, history)
+            arrays = {}
+        else:
+            suspects, targets, split = self._targeted_split(found, labels, data.num_classes)
+            if bool(suspects.all()):
+                raise RuntimeError("advrbd: every sample is a suspect, so nothing keeps its label; "
+                                   "raise target_z")
+            out = self.stage("clean", lambda: self._semi_supervised(init, data, dev, labels, suspects))
+            clean_model = init
+            clean_model.load_state_dict(out["state"])
+            relabels, history["clean"] = out["relabels"], out["history"]
+            flagged = suspects
+            arrays = {"cluster": found["cluster"], "minor": found["minor"],
+                      "fit_flag": found["fit_flags"]}
+            extra = {"suspected_targets": targets, **split}
+        if monitor is not None:
+            history["final"] = [monitor(clean_model)]
+        counts = torch.bincount(labels[~flagged], minlength=data.num_classes)
+        return DefenseResult(
+            model=clean_model,
+            scores=found["fit"],
+            poison_mask=flagged, relabels=relabels, history=history,
+            arrays={"kl": found["kl"], "seed": found["seed"], "unlearned": found["unlearned"], **arrays},
+            extra={"variant": c.variant, "seed_size": int(found["seed"].sum()),
+                   "unlearned_size": int(found["unlearned"].sum()), "flagged": int(flagged.sum()),
+                   "relabeled": int((relabels >= 0).sum()),
+                   "clean_part_per_class": counts.tolist(), "patch_radius": found["radius"], **extra})
 
-        def load(state_key, out):
-            model.load_state_dict(out[state_key])
-            return out
-
+    def _detect(self, data: PoisonedDataset, dev, model, history: dict, monitor) -> dict:
+        """Stages 0-2 (and 0b for ``targeted``) on ``model`` in place. Returns per-sample (N,)
+        tensors: kl (NaN where not scored), seed, unlearned, fit (the enhanced model's
+        p(label | x)), fit_flags (F); for ``targeted`` also minor (the smaller feature cluster
+        of each class) and cluster (C)."""
+        c, eng, E = self.config, self.engine, self.train.epochs
+        labels = data.labels
+        found: dict = {}
         # 0. detector
         if c.detector == "warmup":
             out = self.stage("warmup", lambda: {
                 "history": eng.fit(model, dev, labels, self.train.replace(epochs=c.warmup_frac * E),
                                    desc="advrbd warm-up"),
                 "state": _state(model)})
-            load("state", out)
+            model.load_state_dict(out["state"])
             history["warmup"] = out["history"]
+        if c.variant == "targeted":  # 0b. the warm-up model's feature clusters
+            out = self.stage("cluster", lambda: self._cluster(model, dev, labels, data.num_classes))
+            shares = torch.tensor(out["shares"])
+            small_class = (shares < c.cluster_share)[labels]  # NaN compares False
+            found.update(minor=out["minor"], cluster=out["minor"] & small_class,
+                         cluster_shares=out["shares"])
         # 1. partition
         h, w = data.input_size
         radius = max(1, int(round(c.radius_frac * min(h, w))))
-        out = self.stage("partition", lambda: self._partition(model, data, radius))
-        kl = out["kl"]  # NaN where not scored
+        kl = self.stage("partition", lambda: self._partition(model, data, radius))["kl"]
         seed = _top_per_class(kl, labels, data.num_classes, c.seed_frac, kl.isnan())
         # 2. backdoor enhancement
         out = self.stage("enhance", lambda: self._enhance(model, dev, labels, seed, data.num_classes,
                                                           monitor))
-        load("state", out)
-        unlearned, history["enhance"] = out["unlearned"], out["history"]
-        # 3. split, on the enhanced model's logits (autocast: argmax and p_y need no fp32)
+        model.load_state_dict(out["state"])
+        history["enhance"] = out["history"]
+        # the split's input, on the enhanced model's logits (autocast: argmax and p_y need no fp32)
         logits = out.get("logits")
         logits = eng.logits(model, dev, desc="advrbd split") if logits is None else logits
-        flagged = logits.argmax(1) == labels
-        fit = logits.softmax(1).gather(1, labels[:, None]).squeeze(1)  # enhanced p(label | x)
-        if bool(flagged.all()):
-            raise RuntimeError("advrbd: the split flagged every sample (the enhanced model fits them "
-                               "all), so nothing is left to train the clean model on; raise "
-                               "ascent_weight or rounds so that enhancement unlearns the clean data")
-        # 4. clean model, relabel and relearn
-        clean_model = init
+        found.update(kl=kl, seed=seed, unlearned=out["unlearned"], radius=radius,
+                     fit_flags=logits.argmax(1) == labels,
+                     fit=logits.softmax(1).gather(1, labels[:, None]).squeeze(1))
+        return found
+
+    def _cluster(self, model, dev, labels: torch.Tensor, num_classes: int) -> dict:
+        """Per class, the smaller 2-means cluster of the ICA-reduced penultimate features
+        (``minor``, (N,) bool) and its share of the class."""
+        c, eng = self.config, self.engine
+        feats = eng.features(model, dev)
+        minor = torch.zeros(len(labels), dtype=torch.bool)
+        shares = []
+        for idx in class_indices(labels, num_classes):
+            if len(idx) < 3:
+                shares.append(float("nan"))
+                continue
+            small, _ = two_means_split(feats[idx].double().numpy(), c.cluster_dims, "ica", eng.seed)
+            shares.append(round(float(small.mean()), 4))
+            minor[idx[torch.from_numpy(small)]] = True
+        return {"minor": minor, "shares": shares}
+
+    def _targeted_split(self, found: dict, labels: torch.Tensor,
+                        num_classes: int) -> tuple[torch.Tensor, list[int], dict]:
+        """Suspects (N,) bool = C, plus in each suspected target class F and the feature cluster
+        holding more of F; returns them, the target classes and the per-class numbers behind."""
+        c = self.config
+        fit, minor = found["fit_flags"], found["minor"]
+        signed = fit_enrichment(fit, minor, labels, num_classes)
+        enrich = signed.abs()
+        targets = [k for k in suspected_targets(enrich, c.target_z) if float(enrich[k]) >= c.enrich_min]
+        in_target = torch.isin(labels, torch.tensor(targets, dtype=labels.dtype))
+        fit_side = torch.where((signed >= 0)[labels], minor, ~minor)  # the cluster F prefers
+        suspects = found["cluster"] | (in_target & (fit_side | fit))
+        split = {"enrichment": [round(v, 4) for v in signed.tolist()],
+                 "cluster_share": found["cluster_shares"]}
+        return suspects, targets, split
+
+    def _semi_supervised(self, model, data: PoisonedDataset, dev, labels: torch.Tensor,
+                         suspects: torch.Tensor) -> dict:
+        """Fresh ``model``, a plain training's steps: non-suspects under their labels; after
+        ``pseudo_start`` of the steps each suspect joins (refreshed every epoch) under the
+        model's argmax with its given label suppressed, when that class's probability is at
+        least ``pseudo_threshold``. Returns the state, the relabels ((N,) int64, the pseudo-label
+        a suspect last trained on, -1 = none) and the per-epoch history."""
+        c, eng = self.config, self.engine
+        n, kept = len(labels), int((~suspects).sum())
+        epochs = self.train.epochs * n / kept  # passes over the kept part = a plain run's steps
+        sidx = torch.nonzero(suspects).flatten()
+        sdev = eng.data(data.subset(sidx)) if len(sidx) else None
+        current, weights = labels.clone(), (~suspects).float()
+        joined: dict[int, int] = {}
+
+        def refresh(epoch, m):
+            if sdev is None or epoch + 1 < c.pseudo_start * epochs:
+                return None
+            prob = eng.logits(m, sdev).float().softmax(1)
+            prob.scatter_(1, labels[sidx, None], 0.0)  # the given label is never a target
+            conf, pseudo = prob.max(1)
+            take = conf >= c.pseudo_threshold
+            current[sidx] = pseudo
+            weights[sidx] = take.float()
+            joined[epoch] = int(take.sum())
+            return current.clone(), weights.clone()
+
+        rows = eng.fit(model, dev, labels, self.train.replace(epochs=epochs), weights=weights.clone(),
+                       refresh=refresh, desc="advrbd clean")
+        for epoch, k in joined.items():
+            rows[epoch]["pseudo_labeled"] = k
+        relabels = torch.where(weights > 0, current, torch.full_like(labels, -1))
+        relabels[~suspects] = -1
+        return {"state": _state(model), "relabels": relabels, "history": rows}
+
+    def _paper_tail(self, clean_model, data, dev, labels, flagged, history):
+        """Stage 4 of the literal reading: clean model, then relabel and relearn."""
+        c, eng, E = self.config, self.engine, self.train.epochs
         if c.relearn == "self":
             out = self.stage("clean", lambda: self._self_labeled(clean_model, data, dev, labels, flagged))
             clean_model.load_state_dict(out["state"])
             relabels, history["clean"] = out["relabels"], out["history"]
-        else:
-            out = self.stage("clean", lambda: {
-                "history": eng.fit(clean_model, dev, labels,
-                                   self.train.replace(epochs=c.clean_epochs_frac * E),
-                                   weights=(~flagged).float(), desc="advrbd clean"),
+            return clean_model, relabels, {}
+        out = self.stage("clean", lambda: {
+            "history": eng.fit(clean_model, dev, labels,
+                               self.train.replace(epochs=c.clean_epochs_frac * E),
+                               weights=(~flagged).float(), desc="advrbd clean"),
+            "state": _state(clean_model)})
+        clean_model.load_state_dict(out["state"])
+        history["clean"] = out["history"]
+        relabels = torch.full_like(labels, -1)
+        if c.relabel and flagged.any():
+            fidx = torch.nonzero(flagged).flatten()  # only the flagged part is relabeled
+            new = labels.clone()
+            new[fidx] = eng.predict(clean_model, eng.data(data.subset(fidx)), desc="advrbd relabel")
+            move = new != labels  # flagged samples it disagrees with; agreements keep theirs
+            relabels[move] = new[move]
+            out = self.stage("relearn", lambda: {
+                "history": eng.fit(clean_model, dev, torch.where(move, new, labels),
+                                   self.train.replace(epochs=c.relearn_epochs_frac * E,
+                                                      lr=self.train.lr * c.relearn_lr_frac,
+                                                      warmup=0.0), desc="advrbd relearn"),
                 "state": _state(clean_model)})
             clean_model.load_state_dict(out["state"])
-            history["clean"] = out["history"]
-            relabels = torch.full_like(labels, -1)
-            if c.relabel and flagged.any():
-                fidx = torch.nonzero(flagged).flatten()  # only the flagged part is relabeled
-                new = labels.clone()
-                new[fidx] = eng.predict(clean_model, eng.data(data.subset(fidx)), desc="advrbd relabel")
-                move = new != labels  # flagged samples it disagrees with; agreements keep theirs
-                relabels[move] = new[move]
-                out = self.stage("relearn", lambda: {
-                    "history": eng.fit(clean_model, dev, torch.where(move, new, labels),
-                                       self.train.replace(epochs=c.relearn_epochs_frac * E,
-                                                          lr=self.train.lr * c.relearn_lr_frac,
-                                                          warmup=0.0), desc="advrbd relearn"),
-                    "state": _state(clean_model)})
-                clean_model.load_state_dict(out["state"])
-                history["relearn"] = out["history"]
-        if monitor is not None:
-            history["final"] = [monitor(clean_model)]
-        counts = torch.bincount(labels[~flagged], minlength=data.num_classes)
-        return DefenseResult(
-            model=clean_model,
-            scores=fit,
-            poison_mask=flagged, relabels=relabels, history=history,
-            arrays={"kl": kl, "seed": seed, "unlearned": unlearned},
-            extra={"seed_size": int(seed.sum()), "unlearned_size": int(unlearned.sum()),
-                   "flagged": int(flagged.sum()), "relabeled": int((relabels >= 0).sum()),
-                   "clean_part_per_class": counts.tolist(), "patch_radius": radius})
+            history["relearn"] = out["history"]
+        return clean_model, relabels, {}
 
     def _self_labeled(self, model, data: PoisonedDataset, dev, labels, flagged) -> dict:
         """Fresh ``model`` on the unflagged part; with ``relabel``, the flagged samples join
@@ -285,3 +418,47 @@ def _top_per_class(score: torch.Tensor, labels: torch.Tensor, num_classes: int, 
         if take:
             pick[idx[score[idx].argsort(descending=True)[:take]]] = True
     return pick
+
+
+@dataclass
+class AdvrBDPaperConfig(AdvrBDConfig):
+    """The literal reading's defaults (``variant: paper``)."""
+
+    variant: str = "paper"
+    warmup_frac: float = 0.5
+
+
+@DEFENSES.register("advrbd_paper")
+class AdvrBDPaper(AdvrBD):
+    """AdvrBD as the paper reads: split by the enhanced model, clean training, relabel and
+    relearn (``variant: paper``)."""
+
+    Config = AdvrBDPaperConfig
+
+
+def fit_enrichment(fit: torch.Tensor, minor: torch.Tensor, labels: torch.Tensor,
+                   num_classes: int) -> torch.Tensor:
+    """(K,) float in [-1, 1]: per class, the share of ``fit`` (N,) bool among the class's
+    ``minor`` (N,) bool samples minus its share among the others; NaN when either part is empty."""
+    out = torch.full((num_classes,), float("nan"))
+    for k in range(num_classes):
+        ik = labels == k
+        a, b = fit[ik & minor], fit[ik & ~minor]
+        if len(a) and len(b):
+            out[k] = a.float().mean() - b.float().mean()
+    return out
+
+
+def suspected_targets(share: torch.Tensor, z: float) -> list[int]:
+    """Classes whose ``share`` (K,) is a high robust outlier: (share - median) / (1.4826 MAD)
+    above ``z``; NaN classes are ignored, and a zero MAD (all shares alike) flags none."""
+    ok = ~share.isnan()
+    if int(ok.sum()) < 3:
+        return []
+    v = share[ok]
+    med = v.median()
+    mad = 1.4826 * (v - med).abs().median()
+    if float(mad) <= 0:
+        return []
+    score = (share - med) / mad
+    return [k for k in range(len(share)) if bool(ok[k]) and float(score[k]) > z]
