@@ -85,15 +85,16 @@ def test_targeted_stages_run_and_report():
     r = _targeted().apply(data, _model(), monitor=lambda m: {"acc": 0.5})
     n = len(data)
     assert set(TARGETED_STAGES) <= set(r.timings) and "relearn" not in r.timings
-    for name in ("cluster", "minor", "fit_flag", "seed", "unlearned"):
+    for name in ("cluster", "contradicted", "minor", "fit_flag", "seed", "unlearned"):
         assert r.arrays[name].shape == (n,) and r.arrays[name].dtype == torch.bool, name
     suspects = r.poison_mask
     assert r.extra["variant"] == "targeted" and r.extra["flagged"] == int(suspects.sum())
-    assert bool((suspects | ~r.arrays["cluster"]).all()), "every cluster flag is a suspect"
+    flags = r.arrays["cluster"] | r.arrays["contradicted"]
+    assert bool((suspects | ~flags).all()), "every cluster flag and contradicted label is a suspect"
     targets = r.extra["suspected_targets"]
     outside = ~torch.isin(data.labels, torch.tensor(targets, dtype=torch.long))
-    assert torch.equal(suspects & outside, r.arrays["cluster"] & outside), \
-        "outside the suspected target classes only cluster flags are suspects"
+    assert torch.equal(suspects & outside, flags & outside), \
+        "outside the suspected target classes only those are suspects"
     for key in ("enrichment", "cluster_share"):
         assert len(r.extra[key]) == K
     moved = r.relabels >= 0
@@ -122,7 +123,7 @@ def test_targeted_never_trains_a_suspect_on_its_given_label(monkeypatch):
         return real_fit(self, model, dev, labels, cfg, weights=weights, refresh=refresh, desc=desc, **kw)
 
     monkeypatch.setattr(Engine, "fit", spy)
-    r = _targeted(epochs=4, pseudo_start=0.0, pseudo_threshold=0.05).apply(data, _model())
+    r = _targeted(epochs=4, pseudo_start=0.0, pseudo_threshold=0.3).apply(data, _model())
     suspects = r.poison_mask
     assert suspects.any(), "the fixture's poison must give the split something to flag"
     assert len(seen) > 1, "the pseudo-labels are refreshed during the clean stage"
@@ -162,7 +163,7 @@ def test_suspected_targets_are_robust_outliers():
 def test_split_names_the_class_where_clusters_and_fit_agree():
     """10 classes of 100; in class 4 the smaller cluster (30) is fit by the enhanced model and
     the rest is not; elsewhere fit and cluster are independent. Only class 4 is named, and
-    its suspects are its smaller cluster plus its fit samples; C outside stays a suspect."""
+    its suspects are its smaller cluster plus its fit samples; C and X outside stay suspects."""
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(10).repeat_interleave(100)
     minor = torch.zeros(1000, dtype=torch.bool)
@@ -177,11 +178,14 @@ def test_split_names_the_class_where_clusters_and_fit_agree():
     assert bool((enrich.abs()[torch.arange(10) != 4] < 0.4).all())
     cluster = torch.zeros(1000, dtype=torch.bool)
     cluster[700:705] = True  # an AC flag in another class
+    contradicted = torch.zeros(1000, dtype=torch.bool)
+    contradicted[[5, 950]] = True  # labels the warm-up model contradicts
     d = _targeted()
-    found = {"fit_flags": fit, "minor": minor, "cluster": cluster, "cluster_shares": [0.3] * 10}
+    found = {"fit_flags": fit, "minor": minor, "cluster": cluster, "contradicted": contradicted,
+             "cluster_shares": [0.3] * 10}
     suspects, targets, split = d._targeted_split(found, labels, 10)
     assert targets == [4] and len(split["enrichment"]) == 10
-    expected = cluster.clone()
+    expected = cluster | contradicted
     expected[400:433] = True
     assert torch.equal(suspects, expected)
     strict = _targeted(enrich_min=0.99)._targeted_split(found, labels, 10)[1]

@@ -30,11 +30,13 @@ stages 0-2 (each stage checkpointed when the runner gives a checkpoint folder):
 
 0b. ``cluster`` (right after the warm-up, which here is a full plain training): per class,
    2-means on the warm-up model's penultimate features (ICA to ``cluster_dims``, as AC); a smaller
-   cluster under ``cluster_share`` of its class is flagged (C, as AC).
+   cluster under ``cluster_share`` of its class is flagged (C, as AC). A sample whose label
+   the warm-up model contradicts (p(another class) >= ``pseudo_threshold``) is flagged too
+   (X: dirty-label poison the model did not learn, e.g. WaNet's, and label noise).
 3. split: the two signals must agree to name a class. Per class k, the enrichment
    d_k = |share of F in k's smaller cluster - share of F in its larger one|; k is a
    suspected target when d_k >= ``enrich_min`` and d_k is a robust outlier among the
-   classes (z = (d - median) / (1.4826 MAD) > ``target_z``). Suspects = C plus, in each
+   classes (z = (d - median) / (1.4826 MAD) > ``target_z``). Suspects = C, X and, in each
    suspected target class, F and the cluster holding more of F (whatever its share: a
    clean-label attack may poison half its class). Dirty-label poison carries the target label, so a
    class that is not named keeps its labels (bar C).
@@ -174,7 +176,8 @@ class AdvrBD(Defense):
             clean_model.load_state_dict(out["state"])
             relabels, history["clean"] = out["relabels"], out["history"]
             flagged = suspects
-            arrays = {"cluster": found["cluster"], "minor": found["minor"],
+            arrays = {"cluster": found["cluster"], "contradicted": found["contradicted"],
+                      "minor": found["minor"],
                       "fit_flag": found["fit_flags"]}
             extra = {"suspected_targets": targets, **split}
         if monitor is not None:
@@ -194,7 +197,7 @@ class AdvrBD(Defense):
         """Stages 0-2 (and 0b for ``targeted``) on ``model`` in place. Returns per-sample (N,)
         tensors: kl (NaN where not scored), seed, unlearned, fit (the enhanced model's
         p(label | x)), fit_flags (F); for ``targeted`` also minor (the smaller feature cluster
-        of each class) and cluster (C)."""
+        of each class), cluster (C) and contradicted (X)."""
         c, eng, E = self.config, self.engine, self.train.epochs
         labels = data.labels
         found: dict = {}
@@ -211,7 +214,7 @@ class AdvrBD(Defense):
             shares = torch.tensor(out["shares"])
             small_class = (shares < c.cluster_share)[labels]  # NaN compares False
             found.update(minor=out["minor"], cluster=out["minor"] & small_class,
-                         cluster_shares=out["shares"])
+                         contradicted=out["other"] >= c.pseudo_threshold, cluster_shares=out["shares"])
         # 1. partition
         h, w = data.input_size
         radius = max(1, int(round(c.radius_frac * min(h, w))))
@@ -232,9 +235,12 @@ class AdvrBD(Defense):
 
     def _cluster(self, model, dev, labels: torch.Tensor, num_classes: int) -> dict:
         """Per class, the smaller 2-means cluster of the ICA-reduced penultimate features
-        (``minor``, (N,) bool) and its share of the class."""
+        (``minor``, (N,) bool) and its share of the class; ``other``: the warm-up model's
+        highest probability of a class other than the given label ((N,) float in [0, 1])."""
         c, eng = self.config, self.engine
         feats = eng.features(model, dev)
+        prob = eng.logits(model, dev, desc="advrbd cluster").softmax(1)
+        other = prob.scatter(1, labels[:, None], 0.0).max(1).values
         minor = torch.zeros(len(labels), dtype=torch.bool)
         shares = []
         for idx in class_indices(labels, num_classes):
@@ -244,12 +250,12 @@ class AdvrBD(Defense):
             small, _ = two_means_split(feats[idx].double().numpy(), c.cluster_dims, "ica", eng.seed)
             shares.append(round(float(small.mean()), 4))
             minor[idx[torch.from_numpy(small)]] = True
-        return {"minor": minor, "shares": shares}
+        return {"minor": minor, "shares": shares, "other": other}
 
     def _targeted_split(self, found: dict, labels: torch.Tensor,
                         num_classes: int) -> tuple[torch.Tensor, list[int], dict]:
-        """Suspects (N,) bool = C, plus in each suspected target class F and the feature cluster
-        holding more of F; returns them, the target classes and the per-class numbers behind."""
+        """Suspects (N,) bool = C, the samples the warm-up model contradicts, and in each
+        suspected target class F and the feature cluster holding more of F; returns them, the target classes and the per-class numbers behind."""
         c = self.config
         fit, minor = found["fit_flags"], found["minor"]
         signed = fit_enrichment(fit, minor, labels, num_classes)
@@ -257,7 +263,7 @@ class AdvrBD(Defense):
         targets = [k for k in suspected_targets(enrich, c.target_z) if float(enrich[k]) >= c.enrich_min]
         in_target = torch.isin(labels, torch.tensor(targets, dtype=labels.dtype))
         fit_side = torch.where((signed >= 0)[labels], minor, ~minor)  # the cluster F prefers
-        suspects = found["cluster"] | (in_target & (fit_side | fit))
+        suspects = found["cluster"] | found["contradicted"] | (in_target & (fit_side | fit))
         split = {"enrichment": [round(v, 4) for v in signed.tolist()],
                  "cluster_share": found["cluster_shares"]}
         return suspects, targets, split
