@@ -12,8 +12,9 @@ time_ratio = seconds / the no-defense run's seconds for the same attack (same wo
 folder, same --threads). Resumable: finished cells are skipped. ``--finished-only`` trains
 nothing: it writes the table of the cells already finished (to collect the cells of several
 copies of the script run in parallel). ``--fill-from`` (with ``--finished-only``) takes the
-rows of unfinished cells from an earlier results file; the table marks them and names that
-file's date and machine.
+rows of unfinished cells from an earlier results file (a whole attack when its no-defense cell
+is not finished here; else cell by cell, each row keeping the time_ratio measured in its own
+run); the table marks them and names that file's date and machine.
 """
 from __future__ import annotations
 
@@ -116,8 +117,8 @@ def main() -> None:
         kw = dict(dataset=a.dataset, attack=attack, seed=a.seed, preset=a.preset, out=str(work),
                   quiet=True, sets=sets if attack != "none" else a.sets)
         done = {d: runner.finished(defense=d, **kw) for d in defenses} if a.finished_only else {}
-        if older and not all(done.values()) and all((attack, d) in older for d in defenses):
-            # an attack is taken whole from one run, so its time_ratio stays within one machine
+        if older and done.get("none") is None and all((attack, d) in older for d in defenses):
+            # no baseline here: the attack is taken whole from one run (one machine's timings)
             rows += [older[attack, d] for d in defenses]
             print(f"{attack:15s} from {a.fill_from}", flush=True)
             continue
@@ -125,6 +126,11 @@ def main() -> None:
         for defense in defenses:
             if a.finished_only:
                 m = done[defense]
+                if m is None and (attack, defense) in older:
+                    # a row of the earlier run keeps the time_ratio measured in that run
+                    rows.append(older[attack, defense])
+                    print(f"{attack:15s} {defense:8s} from {a.fill_from}", flush=True)
+                    continue
                 if m is None:
                     print(f"{attack:15s} {defense:8s} not finished: skipped", flush=True)
                     continue
