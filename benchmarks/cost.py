@@ -27,7 +27,7 @@ from advrbd_plugin.engine import Engine
 from advrbd_plugin.report import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("warmup", "partition", "enhance", "clean", "relearn")
+STAGES = ("warmup", "cluster", "partition", "enhance", "clean", "relearn")  # both variants' stages
 
 
 def cell(tree: Path, out: Path, defense: str, a, precision: str) -> dict:

@@ -34,17 +34,19 @@ stages 0-2 (each stage checkpointed when the runner gives a checkpoint folder):
    the warm-up model contradicts (p(another class) >= ``pseudo_threshold``) is flagged too
    (X: dirty-label poison the model did not learn, e.g. WaNet's, and label noise).
 3. split: the two signals must agree to name a class. Per class k, the enrichment
-   d_k = |share of F in k's smaller cluster - share of F in its larger one|; k is a
+   d_k = (share of F in k's smaller cluster) - (share of F in its larger one); k is a
    suspected target when d_k >= ``enrich_min`` and d_k is a robust outlier among the
    classes (z = (d - median) / (1.4826 MAD) > ``target_z``). Suspects = C, X and, in each
-   suspected target class, F and the cluster holding more of F (whatever its share: a
-   clean-label attack may poison half its class). Dirty-label poison carries the target label, so a
-   class that is not named keeps its labels (bar C).
+   suspected target class, F and its smaller cluster (whatever its share: a clean-label
+   attack may poison half its class). Poison is the smaller, F-rich cluster; a larger
+   F-rich cluster names nothing (on digits it was a whole clean class). Dirty-label poison
+   carries the target label, so a class that is not named keeps its labels (bar C and X).
 4. ``clean``: one semi-supervised training of a fresh model (a plain training's steps).
    Non-suspects learn their labels; suspects are unlabeled: after ``pseudo_start`` of the
-   steps, each suspect joins under the model's prediction with its given label suppressed,
-   when that prediction's probability is at least ``pseudo_threshold`` (refreshed every
-   epoch). A suspect is never trained on its given label.
+   steps, each suspect joins under the model's prediction with the suspected target classes
+   suppressed, when that prediction's probability is at least ``pseudo_threshold``
+   (refreshed every epoch). No suspect ever trains under a suspected target class; a
+   flagged clean sample of another class can come back under its own label.
 
 The paper's formulas and hyperparameters were lost; the defaults here are ours, measured
 on the CIFAR-10 subset (docs/advrbd.md) and used unchanged for every attack and data size.
@@ -171,7 +173,8 @@ class AdvrBD(Defense):
             if bool(suspects.all()):
                 raise RuntimeError("advrbd: every sample is a suspect, so nothing keeps its label; "
                                    "raise target_z")
-            out = self.stage("clean", lambda: self._semi_supervised(init, data, dev, labels, suspects))
+            out = self.stage("clean", lambda: self._semi_supervised(init, data, dev, labels, suspects,
+                                                                    targets))
             clean_model = init
             clean_model.load_state_dict(out["state"])
             relabels, history["clean"] = out["relabels"], out["history"]
@@ -255,26 +258,25 @@ class AdvrBD(Defense):
     def _targeted_split(self, found: dict, labels: torch.Tensor,
                         num_classes: int) -> tuple[torch.Tensor, list[int], dict]:
         """Suspects (N,) bool = C, the samples the warm-up model contradicts, and in each
-        suspected target class F and the feature cluster holding more of F; returns them, the target classes and the per-class numbers behind."""
+        suspected target class F and its smaller feature cluster; returns them, the target classes and the per-class numbers behind."""
         c = self.config
         fit, minor = found["fit_flags"], found["minor"]
-        signed = fit_enrichment(fit, minor, labels, num_classes)
-        enrich = signed.abs()
+        enrich = fit_enrichment(fit, minor, labels, num_classes)
         targets = [k for k in suspected_targets(enrich, c.target_z) if float(enrich[k]) >= c.enrich_min]
         in_target = torch.isin(labels, torch.tensor(targets, dtype=labels.dtype))
-        fit_side = torch.where((signed >= 0)[labels], minor, ~minor)  # the cluster F prefers
-        suspects = found["cluster"] | found["contradicted"] | (in_target & (fit_side | fit))
-        split = {"enrichment": [round(v, 4) for v in signed.tolist()],
+        suspects = found["cluster"] | found["contradicted"] | (in_target & (minor | fit))
+        split = {"enrichment": [round(v, 4) for v in enrich.tolist()],
                  "cluster_share": found["cluster_shares"]}
         return suspects, targets, split
 
     def _semi_supervised(self, model, data: PoisonedDataset, dev, labels: torch.Tensor,
-                         suspects: torch.Tensor) -> dict:
+                         suspects: torch.Tensor, targets: list[int]) -> dict:
         """Fresh ``model``, a plain training's steps: non-suspects under their labels; after
         ``pseudo_start`` of the steps each suspect joins (refreshed every epoch) under the
-        model's argmax with its given label suppressed, when that class's probability is at
-        least ``pseudo_threshold``. Returns the state, the relabels ((N,) int64, the pseudo-label
-        a suspect last trained on, -1 = none) and the per-epoch history."""
+        model's argmax over the classes not in ``targets``, when that class's probability is
+        at least ``pseudo_threshold``. Returns the state, the relabels ((N,) int64: the
+        pseudo-label a suspect last trained on where it differs from the given one, else -1)
+        and the per-epoch history."""
         c, eng = self.config, self.engine
         n, kept = len(labels), int((~suspects).sum())
         epochs = self.train.epochs * n / kept  # passes over the kept part = a plain run's steps
@@ -287,7 +289,7 @@ class AdvrBD(Defense):
             if sdev is None or epoch + 1 < c.pseudo_start * epochs:
                 return None
             prob = eng.logits(m, sdev).float().softmax(1)
-            prob.scatter_(1, labels[sidx, None], 0.0)  # the given label is never a target
+            prob[:, targets] = 0.0  # a suspect never trains under a suspected target class
             conf, pseudo = prob.max(1)
             take = conf >= c.pseudo_threshold
             current[sidx] = pseudo
@@ -299,8 +301,8 @@ class AdvrBD(Defense):
                        refresh=refresh, desc="advrbd clean")
         for epoch, k in joined.items():
             rows[epoch]["pseudo_labeled"] = k
-        relabels = torch.where(weights > 0, current, torch.full_like(labels, -1))
-        relabels[~suspects] = -1
+        moved = suspects & (weights > 0) & (current != labels)
+        relabels = torch.where(moved, current, torch.full_like(labels, -1))
         return {"state": _state(model), "relabels": relabels, "history": rows}
 
     def _paper_tail(self, clean_model, data, dev, labels, flagged, history):
