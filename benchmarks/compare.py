@@ -33,7 +33,7 @@ from advrbd_plugin.report import fmt_pct, markdown_table
 from advrbd_plugin.runner import dataset_label
 
 DEFENSES_GRID = ["none", "finetuning", "fineprune", "cutmix", "clp", "dbr", "scanft", "abl",
-                 "spectral", "ac", "advrbd"]
+                 "spectral", "ac", "advrbd", "advrbd_paper"]
 
 # The AdvrBD paper (arXiv:2405.12719v1), CIFAR-10 rows of Table II (first five attacks) and
 # Table III (adaptive attacks): ACC ASR pairs for none, finetuning, fineprune, cutmix, clp,
