@@ -142,13 +142,15 @@ def test_collapsed_model_is_named_in_the_metrics():
     assert spread == {"predicted_classes": 10, "warnings": []}
 
 
-def test_every_long_pass_shows_progress_and_quiet_silences_it(tmp_path, capsys):
-    argv = ["run", "--dataset", "digits", "--attack", "badnet", "--defense", "advrbd", "--preset",
+@pytest.mark.parametrize("defense, own", [("advrbd", ("advrbd cluster", "features")),
+                                           ("advrbd_paper", ("advrbd relabel",))])
+def test_every_long_pass_shows_progress_and_quiet_silences_it(defense, own, tmp_path, capsys):
+    argv = ["run", "--dataset", "digits", "--attack", "badnet", "--defense", defense, "--preset",
             "smoke", "--set", "train.epochs=1", "--precision", "fp32"]
     assert cli.main(argv + ["--out", str(tmp_path / "loud")]) == 0
     err = capsys.readouterr().err
     for stage in ("advrbd warm-up", "advrbd partition", "advrbd enhance 2/2: ranking", "advrbd clean",
-                  "advrbd relabel", "evaluate: clean test set", "evaluate: triggered test set"):
+                  *own, "evaluate: clean test set", "evaluate: triggered test set"):
         assert stage in err, stage
     assert "advrbd: cpu, fp32 (explicit)" in err
     assert cli.main(argv + ["--out", str(tmp_path / "quiet"), "--quiet"]) == 0
