@@ -62,7 +62,7 @@ import torch
 from ..engine import masked_kl_scores
 from ..registry import DEFENSES
 from ..types import DefenseResult, PoisonedDataset
-from ._shared import class_indices
+from ._shared import class_indices, model_state as _state
 from .ac import two_means_split
 from .base import Defense, DefenseConfig, reinitialize
 
@@ -166,8 +166,8 @@ class AdvrBD(Defense):
                                "all), so nothing is left to train the clean model on; raise "
                                "ascent_weight or rounds so that enhancement unlearns the clean data")
         if c.variant == "paper":
-            clean_model, relabels, extra = self._paper_tail(init, data, dev, labels, flagged, history)
-            arrays = {}
+            clean_model, relabels = self._paper_tail(init, data, dev, labels, flagged, history)
+            arrays, extra = {}, {}
         else:
             suspects, targets, split = self._targeted_split(found, labels, data.num_classes)
             if bool(suspects.all()):
@@ -312,7 +312,7 @@ class AdvrBD(Defense):
             out = self.stage("clean", lambda: self._self_labeled(clean_model, data, dev, labels, flagged))
             clean_model.load_state_dict(out["state"])
             relabels, history["clean"] = out["relabels"], out["history"]
-            return clean_model, relabels, {}
+            return clean_model, relabels
         out = self.stage("clean", lambda: {
             "history": eng.fit(clean_model, dev, labels,
                                self.train.replace(epochs=c.clean_epochs_frac * E),
@@ -335,7 +335,7 @@ class AdvrBD(Defense):
                 "state": _state(clean_model)})
             clean_model.load_state_dict(out["state"])
             history["relearn"] = out["history"]
-        return clean_model, relabels, {}
+        return clean_model, relabels
 
     def _self_labeled(self, model, data: PoisonedDataset, dev, labels, flagged) -> dict:
         """Fresh ``model`` on the unflagged part; with ``relabel``, the flagged samples join
@@ -398,10 +398,6 @@ class AdvrBD(Defense):
             if r + 1 < c.rounds:
                 unlearned |= _top_per_class(loss, labels, num_classes, c.grow_frac, unlearned)
         return {"state": _state(model), "unlearned": unlearned, "history": rows, "logits": logits}
-
-
-def _state(model) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def _random_per_class(labels: torch.Tensor, num_classes: int, frac: float,
