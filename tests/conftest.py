@@ -10,6 +10,9 @@ import torch
 from advrbd_plugin.engine import Engine, TrainConfig
 from advrbd_plugin.types import PoisonedDataset
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `-n N` workers share the cores: one thread each
+    torch.set_num_threads(1)
+
 
 def _shared_file(name: str) -> Path | None:
     roots = [os.environ.get("ADVRBD_DATA_DIR"), Path(__file__).resolve().parents[2] / "shared" / "data"]

@@ -276,6 +276,7 @@ def digits_runs(tmp_path_factory):
     return runner.run(defense="none", **kw), runner.run(defense="advrbd", **kw)
 
 
+@pytest.mark.xdist_group("digits")  # under `-n`, one worker trains digits_runs once
 def test_digits_badnet_advrbd_lowers_asr(digits_runs):
     none, ours = digits_runs
     # 12 epochs learn the backdoor to 48-81% ASR depending on thread count (chance: 10%)
@@ -286,6 +287,7 @@ def test_digits_badnet_advrbd_lowers_asr(digits_runs):
 @pytest.mark.xfail(strict=False, reason="known miss of issue 19's 2-point ACC target on digits, "
                    "reported in docs/advrbd.md: 93.6% against 98.6% at one thread (2026-12-04; "
                    "2-means splits digits' classes into writing styles and C flags the smaller ones)")
+@pytest.mark.xdist_group("digits")
 def test_digits_badnet_advrbd_keeps_accuracy(digits_runs):
     none, ours = digits_runs
     assert ours["acc"] >= none["acc"] - 0.02, (none["acc"], ours["acc"])  # issue 19: within 2 points

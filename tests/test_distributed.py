@@ -11,6 +11,10 @@ from torch import nn
 
 from advrbd_plugin.engine import Engine, TrainConfig, masked_kl_scores
 
+# under `-n`, the tests that open local ports (DDP rendezvous, Ray) share one worker, so
+# one cannot take the port another just picked
+pytestmark = pytest.mark.xdist_group("ports")
+
 WORLD = 2
 
 

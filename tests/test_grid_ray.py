@@ -8,6 +8,10 @@ import torch
 
 from advrbd_plugin.compare import compare
 
+# under `-n`, the tests that open local ports (DDP rendezvous, Ray) share one worker, so
+# one cannot take the port another just picked
+pytestmark = pytest.mark.xdist_group("ports")
+
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e \".[ray]\")")
 
 GRID = dict(dataset="digits", attacks=["badnet", "blend"], defenses=["none", "ac"], seeds=[0],
