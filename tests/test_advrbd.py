@@ -8,7 +8,7 @@ import torch
 
 from advrbd_plugin import runner
 from advrbd_plugin.defenses.advrbd import (AdvrBD, AdvrBDPaper, _top_per_class, fit_enrichment,
-                                           suspected_targets)
+                                           prediction_concentration, suspected_targets)
 from advrbd_plugin.engine import Engine, TrainConfig
 from test_defense_contract import K, _model, _poisoned
 
@@ -113,7 +113,7 @@ def test_targeted_never_trains_a_suspect_under_a_suspected_target(monkeypatch):
     idx = torch.arange(n)
     forced = ((data.labels == 0) & (idx % 2 == 1)) | (idx % 7 == 0)  # class 0 keeps labeled samples
     monkeypatch.setattr(AdvrBD, "_targeted_split",
-                        lambda self, found, labels, k: (forced.clone(), [0], {}))
+                        lambda self, found, labels, k, enhanced=None: (forced.clone(), [0], {}))
     seen, real_fit = [], Engine.fit
 
     def spy(self, model, dev, labels, cfg, *, weights=None, refresh=None, desc="", **kw):
@@ -188,8 +188,10 @@ def test_split_names_the_class_where_clusters_and_fit_agree():
     contradicted = torch.zeros(1000, dtype=torch.bool)
     contradicted[[5, 950]] = True  # labels the warm-up model contradicts
     d = _targeted()
+    predicted = torch.where(fit, labels, (labels + 1) % 10)  # misses spread over the classes
     found = {"fit_flags": fit, "minor": minor, "cluster": cluster, "contradicted": contradicted,
-             "cluster_shares": [0.3] * 10}
+             "cluster_shares": [0.3] * 10, "predicted": predicted,
+             "misfit": torch.zeros(1000, dtype=torch.bool)}
     suspects, targets, split = d._targeted_split(found, labels, 10)
     assert targets == [4] and len(split["enrichment"]) == 10
     expected = cluster | contradicted
@@ -203,6 +205,37 @@ def test_split_names_the_class_where_clusters_and_fit_agree():
     flip[400:500] = ~minor[400:500]
     suspects, targets, _ = d._targeted_split({**found, "minor": flip}, labels, 10)
     assert targets == [] and torch.equal(suspects, cluster | contradicted)
+
+
+def test_split_names_the_class_a_collapsed_enhanced_model_predicts():
+    """The enhanced model sends (nearly) every sample to class 2 (as on digits, where it fits
+    the whole class and enrichment is 0): class 2 is named by collapse; its suspects are its
+    smaller cluster and the samples the warm-up model does not fit, not all of its F."""
+    labels = torch.arange(10).repeat_interleave(100)
+    predicted = torch.full((1000,), 2)
+    predicted[:7] = 0  # a few stray predictions
+    fit = predicted == labels
+    minor = torch.zeros(1000, dtype=torch.bool)
+    for k in range(10):
+        minor[k * 100: k * 100 + 30] = True
+    misfit = torch.zeros(1000, dtype=torch.bool)
+    misfit[[250, 260, 650]] = True  # warm-up gives another class >= half (two in class 2)
+    none = torch.zeros(1000, dtype=torch.bool)
+    found = {"fit_flags": fit, "minor": minor, "cluster": none, "contradicted": none,
+             "cluster_shares": [0.3] * 10, "predicted": predicted, "misfit": misfit}
+    conc = prediction_concentration(predicted, labels, 10)
+    assert conc.shape == (10,) and float(conc[2]) > 0.99 and float(conc[0]) < 0.01
+    enhanced = torch.zeros(1000, dtype=torch.bool)
+    enhanced[[240, 241, 500]] = True  # the enhanced model's smaller clusters (500: class 5)
+    asked = []
+    suspects, targets, split = _targeted()._targeted_split(
+        found, labels, 10, lambda ks: asked.append(ks) or enhanced)
+    assert targets == [2] and split["named_by"] == {2: "collapse"} and asked == [[2]]
+    expected = torch.zeros(1000, dtype=torch.bool)
+    expected[200:230] = True
+    expected[[240, 241, 250, 260]] = True
+    assert torch.equal(suspects, expected), "F covers all of class 2 and is not used there"
+    assert _targeted(collapse_min=0.999)._targeted_split(found, labels, 10)[1] == []
 
 
 @pytest.mark.parametrize("make, stages", [(_advrbd, ("enhance", "partition", "warmup")),
@@ -250,6 +283,7 @@ def test_resume_equals_uninterrupted_run(make, stages, tmp_path, monkeypatch):
     ({"cluster_share": 0.0}, "cluster_share"),
     ({"target_z": 0.0}, "target_z"),
     ({"enrich_min": 1.5}, "enrich_min"),
+    ({"collapse_min": 0.0}, "collapse_min"),
     ({"cluster_dims": 0}, "cluster_dims"),
     ({"variant": "targeted", "detector": "given"}, "detector: warmup"),
 ])

@@ -36,10 +36,15 @@ stages 0-2 (each stage checkpointed when the runner gives a checkpoint folder):
 3. split: the two signals must agree to name a class. Per class k, the enrichment
    d_k = (share of F in k's smaller cluster) - (share of F in its larger one); k is a
    suspected target when d_k >= ``enrich_min`` and d_k is a robust outlier among the
-   classes (z = (d - median) / (1.4826 MAD) > ``target_z``). Suspects = C, X and, in each
-   suspected target class, F and its smaller cluster (whatever its share: a clean-label
-   attack may poison half its class). Poison is the smaller, F-rich cluster; a larger
-   F-rich cluster names nothing (on digits it was a whole clean class). Dirty-label poison
+   classes (z = (d - median) / (1.4826 MAD) > ``target_z``). A class is named too when the
+   enhanced model collapsed onto it: it predicts k for at least ``collapse_min`` of the
+   samples labeled otherwise (then it fits all of k, so d_k is 0). Suspects = C, X and, in
+   each suspected target class, its smaller cluster (whatever its share: a clean-label
+   attack may poison half its class), the smaller 2-means cluster of the enhanced model's
+   features (the trigger dominates them), the samples the warm-up model gives another
+   class at least half its probability, and F where the class was named by enrichment.
+   Poison is the smaller, F-rich cluster; a larger F-rich cluster names nothing (on digits
+   it was a whole clean class). Dirty-label poison
    carries the target label, so a class that is not named keeps its labels (bar C and X).
 4. ``clean``: one semi-supervised training of a fresh model (a plain training's steps).
    Non-suspects learn their labels; suspects are unlabeled: after ``pseudo_start`` of the
@@ -67,7 +72,7 @@ from .ac import two_means_split
 from .base import Defense, DefenseConfig, reinitialize
 
 __all__ = ["AdvrBD", "AdvrBDConfig", "AdvrBDPaper", "AdvrBDPaperConfig", "fit_enrichment",
-           "suspected_targets"]
+           "prediction_concentration", "suspected_targets"]
 
 
 @dataclass
@@ -101,6 +106,8 @@ class AdvrBDConfig(DefenseConfig):
     cluster_share: float = 0.35     # targeted: flag a class's smaller cluster below this share
     target_z: float = 3.0           # targeted: robust z of a class's F enrichment marking a target
     enrich_min: float = 0.5         # targeted: least F-share gap (smaller - larger cluster) of a target
+    collapse_min: float = 0.5       # targeted: or the enhanced model sends at least this share of
+                                    # the other classes' samples to it
     pseudo_threshold: float = 0.8   # targeted: a suspect joins when p(pseudo-label) >= this
     pseudo_start: float = 0.3       # targeted: suspects may join after this share of the steps
 
@@ -133,7 +140,7 @@ class AdvrBD(Defense):
             if not getattr(c, name) > 0:
                 raise ValueError(f"advrbd.{name}: expected > 0, found {getattr(c, name)}")
         for name in ("seed_frac", "grow_frac", "radius_frac", "cluster_share", "pseudo_threshold",
-                     "enrich_min"):
+                     "enrich_min", "collapse_min"):
             if not 0 < getattr(c, name) < 1:
                 raise ValueError(f"advrbd.{name}: expected a fraction in (0, 1), found {getattr(c, name)}")
         for name in ("relabel_start", "pseudo_start"):
@@ -169,7 +176,9 @@ class AdvrBD(Defense):
             clean_model, relabels = self._paper_tail(init, data, dev, labels, flagged, history)
             arrays, extra = {}, {}
         else:
-            suspects, targets, split = self._targeted_split(found, labels, data.num_classes)
+            suspects, targets, split = self._targeted_split(
+                found, labels, data.num_classes,
+                lambda ks: self._enhanced_minor(model, data, labels, ks))
             if bool(suspects.all()):
                 raise RuntimeError("advrbd: every sample is a suspect, so nothing keeps its label; "
                                    "raise target_z")
@@ -217,7 +226,8 @@ class AdvrBD(Defense):
             shares = torch.tensor(out["shares"])
             small_class = (shares < c.cluster_share)[labels]  # NaN compares False
             found.update(minor=out["minor"], cluster=out["minor"] & small_class,
-                         contradicted=out["other"] >= c.pseudo_threshold, cluster_shares=out["shares"])
+                         contradicted=out["other"] >= c.pseudo_threshold, cluster_shares=out["shares"],
+                         misfit=out["other"] >= 0.5)
         # 1. partition
         h, w = data.input_size
         radius = max(1, int(round(c.radius_frac * min(h, w))))
@@ -232,7 +242,7 @@ class AdvrBD(Defense):
         logits = out.get("logits")
         logits = eng.logits(model, dev, desc="advrbd split") if logits is None else logits
         found.update(kl=kl, seed=seed, unlearned=out["unlearned"], radius=radius,
-                     fit_flags=logits.argmax(1) == labels,
+                     fit_flags=logits.argmax(1) == labels, predicted=logits.argmax(1),
                      fit=logits.softmax(1).gather(1, labels[:, None]).squeeze(1))
         return found
 
@@ -255,19 +265,51 @@ class AdvrBD(Defense):
             minor[idx[torch.from_numpy(small)]] = True
         return {"minor": minor, "shares": shares, "other": other}
 
-    def _targeted_split(self, found: dict, labels: torch.Tensor,
-                        num_classes: int) -> tuple[torch.Tensor, list[int], dict]:
-        """Suspects (N,) bool = C, the samples the warm-up model contradicts, and in each
-        suspected target class F and its smaller feature cluster; returns them, the target classes and the per-class numbers behind."""
+    def _targeted_split(self, found: dict, labels: torch.Tensor, num_classes: int,
+                        enhanced_minor=None) -> tuple[torch.Tensor, list[int], dict]:
+        """Suspects (N,) bool = C, X, and in each suspected target class its smaller feature
+        cluster under the warm-up model and (``enhanced_minor``: target classes -> (N,) bool)
+        under the enhanced one, the samples the warm-up model does not give half its
+        probability to their label, and (where the class is named by enrichment) F. Returns
+        them, the target classes (named by enrichment or by collapse) and the per-class
+        numbers behind."""
         c = self.config
         fit, minor = found["fit_flags"], found["minor"]
         enrich = fit_enrichment(fit, minor, labels, num_classes)
-        targets = [k for k in suspected_targets(enrich, c.target_z) if float(enrich[k]) >= c.enrich_min]
-        in_target = torch.isin(labels, torch.tensor(targets, dtype=labels.dtype))
-        suspects = found["cluster"] | found["contradicted"] | (in_target & (minor | fit))
+        enriched = [k for k in suspected_targets(enrich, c.target_z) if float(enrich[k]) >= c.enrich_min]
+        conc = prediction_concentration(found["predicted"], labels, num_classes)
+        # at most one class can draw over half of the others' samples: no outlier test needed
+        collapsed = [k for k in range(num_classes) if float(conc[k]) >= c.collapse_min]
+        targets = sorted(set(enriched) | set(collapsed))
+
+        def members(ks):
+            return torch.isin(labels, torch.tensor(ks, dtype=labels.dtype))
+        # F is evidence only where it splits the class: a collapsed model fits all of it
+        suspects = (found["cluster"] | found["contradicted"]
+                    | (members(targets) & (minor | found["misfit"])) | (members(enriched) & fit))
+        if targets and enhanced_minor is not None:
+            suspects |= members(targets) & enhanced_minor(targets)
         split = {"enrichment": [round(v, 4) for v in enrich.tolist()],
+                 "concentration": [round(v, 4) for v in conc.tolist()],
+                 "named_by": {k: "enrichment" if k in enriched else "collapse" for k in targets},
                  "cluster_share": found["cluster_shares"]}
         return suspects, targets, split
+
+    def _enhanced_minor(self, model, data: PoisonedDataset, labels: torch.Tensor,
+                        classes: list[int]) -> torch.Tensor:
+        """(N,) bool: in each of ``classes``, the smaller 2-means cluster of the enhanced
+        ``model``'s penultimate features (it unlearned the clean task, not the trigger, so
+        there the trigger dominates the features)."""
+        c, eng = self.config, self.engine
+        out = torch.zeros(len(labels), dtype=torch.bool)
+        for k in classes:
+            idx = torch.nonzero(labels == k).flatten()
+            if len(idx) < 3:
+                continue
+            feats = eng.features(model, eng.data(data.subset(idx)))
+            small, _ = two_means_split(feats.double().numpy(), c.cluster_dims, "ica", eng.seed)
+            out[idx[torch.from_numpy(small)]] = True
+        return out
 
     def _semi_supervised(self, model, data: PoisonedDataset, dev, labels: torch.Tensor,
                          suspects: torch.Tensor, targets: list[int]) -> dict:
@@ -450,6 +492,19 @@ def fit_enrichment(fit: torch.Tensor, minor: torch.Tensor, labels: torch.Tensor,
         a, b = fit[ik & minor], fit[ik & ~minor]
         if len(a) and len(b):
             out[k] = a.float().mean() - b.float().mean()
+    return out
+
+
+def prediction_concentration(predicted: torch.Tensor, labels: torch.Tensor,
+                             num_classes: int) -> torch.Tensor:
+    """(K,) float in [0, 1]: per class k, the share of the samples labeled otherwise that
+    ``predicted`` (N,) int sends to k (a backdoor-enhanced model that lost the clean task
+    sends most of them to the target); NaN for a class that holds every sample."""
+    out = torch.full((num_classes,), float("nan"))
+    for k in range(num_classes):
+        other = labels != k
+        if bool(other.any()):
+            out[k] = (predicted[other] == k).float().mean()
     return out
 
 
