@@ -315,12 +315,14 @@ def test_digits_badnet_advrbd_lowers_asr(digits_runs):
     none, ours = digits_runs
     # 12 epochs learn the backdoor to 48-81% ASR depending on thread count (chance: 10%)
     assert none["asr"] > 0.3, f"the backdoor must be learned first (ASR {none['asr']:.2f})"
-    assert ours["asr"] < none["asr"] / 2, (none["asr"], ours["asr"])
+    # issue 18's target; measured 0.0% (bf16, 2 threads), 0.3% (bf16, 1), 0.6% (fp32 on AVX2, 1)
+    assert ours["asr"] <= 0.02, (none["asr"], ours["asr"])
 
 
-@pytest.mark.xfail(strict=False, reason="known miss of issue 19's 2-point ACC target on digits, "
-                   "reported in docs/advrbd.md: 93.6% against 98.6% at one thread (2026-12-04; "
-                   "2-means splits digits' classes into writing styles and C flags the smaller ones)")
+@pytest.mark.xfail(strict=False, reason="known miss of issue 19's 2-point ACC target on digits "
+                   "where fp32 runs (AVX2 CPUs): 93.6% against 98.9% (2026-12-07); bf16 meets it "
+                   "(96.7 vs 98.6 at one thread, 97.2 vs 97.8 at two). 2-means splits digits' "
+                   "classes into writing styles and C flags the smaller ones")
 @pytest.mark.xdist_group("digits")
 def test_digits_badnet_advrbd_keeps_accuracy(digits_runs):
     none, ours = digits_runs

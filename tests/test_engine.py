@@ -189,3 +189,13 @@ def test_cosine_schedule_honours_warmup():
     assert warm(0) == pytest.approx(0.1) and warm(9) == pytest.approx(1.0)
     assert warm(10) == pytest.approx(1.0) and warm(55) == pytest.approx(0.5) and warm(100) == pytest.approx(0.0)
     assert all(warm(s) >= warm(s + 1) for s in range(10, 100))
+
+
+def test_features_with_logits_is_one_pass_equal_to_both(blobs, engine):
+    model = build_model("resnet20", 4, in_channels=1)
+    dev = engine.data(blobs)
+    feats, logits = engine.features(model, dev, with_logits=True)
+    assert feats.shape == (len(blobs), model.get_classifier().in_features)
+    assert logits.shape == (len(blobs), 4)
+    assert torch.allclose(feats, engine.features(model, dev))
+    assert torch.allclose(logits, engine.logits(model, dev), atol=1e-4)

@@ -251,8 +251,8 @@ class AdvrBD(Defense):
         (``minor``, (N,) bool) and its share of the class; ``other``: the warm-up model's
         highest probability of a class other than the given label ((N,) float in [0, 1])."""
         c, eng = self.config, self.engine
-        feats = eng.features(model, dev)
-        prob = eng.logits(model, dev, desc="advrbd cluster").softmax(1)
+        feats, logits = eng.features(model, dev, with_logits=True, desc="advrbd cluster")
+        prob = logits.softmax(1)
         other = prob.scatter(1, labels[:, None], 0.0).max(1).values
         minor = torch.zeros(len(labels), dtype=torch.bool)
         shares = []
@@ -306,7 +306,7 @@ class AdvrBD(Defense):
             idx = torch.nonzero(labels == k).flatten()
             if len(idx) < 3:
                 continue
-            feats = eng.features(model, eng.data(data.subset(idx)))
+            feats = eng.features(model, eng.data(data.subset(idx)), desc="advrbd split: features")
             small, _ = two_means_split(feats.double().numpy(), c.cluster_dims, "ica", eng.seed)
             out[idx[torch.from_numpy(small)]] = True
         return out

@@ -399,20 +399,28 @@ class Engine:
         return F.cross_entropy(lg, labels.cpu().long(), reduction="none")
 
     @torch.no_grad()
-    def features(self, model: nn.Module, data, batch_size: Optional[int] = None) -> torch.Tensor:
-        """(N, D) float32 penultimate features via ``model.forward_features``."""
+    def features(self, model: nn.Module, data, batch_size: Optional[int] = None,
+                 with_logits: bool = False, desc: str = "features"):
+        """(N, D) float32 penultimate features via ``model.forward_features``; with
+        ``with_logits``, also the (N, K) logits from the same pass (``model.get_classifier()``
+        on those features), as a pair; ``desc`` names the progress bar."""
         if not hasattr(model, "forward_features"):
             raise TypeError(f"{type(model).__name__} has no forward_features(x); models from "
                             "advrbd_plugin.models have it, wrap others to expose it")
         data = self.data(data) if not isinstance(data, DeviceData) else data
         was = model.training
         model = self.prepare(model).eval()
-        rows = []
-        for idx in self.my_batches(data, batch_size, "features"):
+        head = model.get_classifier() if with_logits else None
+        rows, heads = [], []
+        for idx in self.my_batches(data, batch_size, desc):
             with self.autocast():
-                rows.append((idx, model.forward_features(self._fmt(data.batch(idx))).float()))
+                f = model.forward_features(self._fmt(data.batch(idx)))
+                rows.append((idx, f.float()))
+                if head is not None:
+                    heads.append((idx, head(f).float()))
         model.train(was)
-        return self.gather_rows(rows, len(data))
+        feats = self.gather_rows(rows, len(data))
+        return (feats, self.gather_rows(heads, len(data))) if with_logits else feats
 
 
 def _weighted_loss(ce: torch.Tensor, w: torch.Tensor, bound: Optional[float],
