@@ -38,7 +38,8 @@ def _row(m: dict) -> dict:
             "precision": det.get("precision"), "auroc": det.get("auroc"),
             "seconds": m["seconds"], "time_ratio": None, "poisoned": m["poisoned"],
             "flagged": det.get("flagged"), "timings": (m.get("result") or {}).get("timings"),
-            "clean_part_per_class": extra.get("clean_part_per_class")}
+            "clean_part_per_class": extra.get("clean_part_per_class"),
+            "suspected_targets": extra.get("suspected_targets"), "named_by": extra.get("named_by")}
 
 
 def _mean(rows, key):
