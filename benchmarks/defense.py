@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/defense.py [--preset cpu] [--defenses none advrbd] [--attacks all]
            [--ratio R] [--set KEY=VALUE ...] [--threads N] [--name STEM] [--finished-only]
-           [--fill-from RESULTS.json]
+           [--fill-from RESULTS.json ...]
 ``--attacks all`` is the paper's eight; ``none`` (no attack) measures the cost on clean data.
 ``--ratio`` overrides every attack's poison ratio (paper Table V); those cells live in their
 own work folder. Writes benchmarks/results/<name>.{md,json} (default advrbd_<preset>, with a
@@ -12,7 +12,7 @@ time_ratio = seconds / the no-defense run's seconds for the same attack (same wo
 folder, same --threads). Resumable: finished cells are skipped. ``--finished-only`` trains
 nothing: it writes the table of the cells already finished (to collect the cells of several
 copies of the script run in parallel). ``--fill-from`` (with ``--finished-only``) takes the
-rows of unfinished cells from an earlier results file (a whole attack when its no-defense cell
+rows of unfinished cells from earlier results files (the first file holding a cell wins) (a whole attack when its no-defense cell
 is not finished here; else cell by cell, each row keeping the time_ratio measured in its own
 run); the table marks them and names that file's date and machine.
 """
@@ -88,8 +88,9 @@ def main() -> None:
     ap.add_argument("--name", help="results file stem")
     ap.add_argument("--finished-only", action="store_true",
                     help="train nothing; tabulate the cells that are already finished")
-    ap.add_argument("--fill-from", help="with --finished-only: an earlier results JSON whose rows "
-                    "stand in for unfinished cells (marked in the table)")
+    ap.add_argument("--fill-from", nargs="+", default=[], metavar="RESULTS.json",
+                    help="with --finished-only: earlier results JSONs whose rows stand in for "
+                    "unfinished cells (marked in the table; the first file holding a cell wins)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -102,17 +103,18 @@ def main() -> None:
     if a.fill_from and not a.finished_only:
         ap.error("--fill-from needs --finished-only")
     older = {}
-    if a.fill_from:
+    for path in reversed(a.fill_from):  # the first file holding a cell wins
         try:
-            old = json.loads(open(a.fill_from, encoding="utf-8").read())
+            old = json.loads(open(path, encoding="utf-8").read())
             mach, old_rows = old["machine"], old["rows"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            ap.error(f"--fill-from {a.fill_from!r}: expected a results JSON written by this script "
+            ap.error(f"--fill-from {path!r}: expected a results JSON written by this script "
                      f"(keys 'date', 'machine', 'rows'); {type(e).__name__}: {e}")
-        tag = (f"{a.fill_from} ({old['date']}, {mach.get('cpu_model') or mach['processor']}, "
+        tag = (f"{path} ({old['date']}, {mach.get('cpu_model') or mach['processor']}, "
                f"ISA {mach.get('isa')}, AMX {mach.get('amx')})")
         # a row the earlier file itself took from a still earlier one keeps its first origin
-        older = {(r["attack"], r["defense"]): {**r, "from": r.get("from") or tag} for r in old_rows}
+        older.update({(r["attack"], r["defense"]): {**r, "from": r.get("from") or tag}
+                      for r in old_rows})
     rows = []
     for attack in attacks:
         kw = dict(dataset=a.dataset, attack=attack, seed=a.seed, preset=a.preset, out=str(work),
@@ -121,7 +123,7 @@ def main() -> None:
         if older and done.get("none") is None and all((attack, d) in older for d in defenses):
             # no baseline here: the attack is taken whole from one run (one machine's timings)
             rows += [older[attack, d] for d in defenses]
-            print(f"{attack:15s} from {a.fill_from}", flush=True)
+            print(f"{attack:15s} from {older[attack, 'none']['from']}", flush=True)
             continue
         base = None
         for defense in defenses:
@@ -130,7 +132,7 @@ def main() -> None:
                 if m is None and (attack, defense) in older:
                     # a row of the earlier run keeps the time_ratio measured in that run
                     rows.append(older[attack, defense])
-                    print(f"{attack:15s} {defense:8s} from {a.fill_from}", flush=True)
+                    print(f"{attack:15s} {defense:8s} from {older[attack, defense]['from']}", flush=True)
                     continue
                 if m is None:
                     print(f"{attack:15s} {defense:8s} not finished: skipped", flush=True)
