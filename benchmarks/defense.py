@@ -12,9 +12,10 @@ time_ratio = seconds / the no-defense run's seconds for the same attack (same wo
 folder, same --threads). Resumable: finished cells are skipped. ``--finished-only`` trains
 nothing: it writes the table of the cells already finished (to collect the cells of several
 copies of the script run in parallel). ``--fill-from`` (with ``--finished-only``) takes the
-rows of unfinished cells from earlier results files (the first file holding a cell wins) (a whole attack when its no-defense cell
-is not finished here; else cell by cell, each row keeping the time_ratio measured in its own
-run); the table marks them and names that file's date and machine.
+rows of unfinished cells from earlier results files, the first file holding a cell winning: a
+whole attack when its no-defense cell is not finished here, else cell by cell, each row keeping
+the time_ratio measured in its own run; the table marks them and names each file's date and
+machine.
 """
 from __future__ import annotations
 

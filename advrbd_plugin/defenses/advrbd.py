@@ -241,8 +241,9 @@ class AdvrBD(Defense):
         # the split's input, on the enhanced model's logits (autocast: argmax and p_y need no fp32)
         logits = out.get("logits")
         logits = eng.logits(model, dev, desc="advrbd split") if logits is None else logits
+        predicted = logits.argmax(1)
         found.update(kl=kl, seed=seed, unlearned=out["unlearned"], radius=radius,
-                     fit_flags=logits.argmax(1) == labels, predicted=logits.argmax(1),
+                     fit_flags=predicted == labels, predicted=predicted,
                      fit=logits.softmax(1).gather(1, labels[:, None]).squeeze(1))
         return found
 
