@@ -199,3 +199,11 @@ def test_features_with_logits_is_one_pass_equal_to_both(blobs, engine):
     assert logits.shape == (len(blobs), 4)
     assert torch.allclose(feats, engine.features(model, dev))
     assert torch.allclose(logits, engine.logits(model, dev), atol=1e-4)
+
+
+def test_features_with_logits_names_a_missing_classifier(blobs, engine):
+    class NoHead(torch.nn.Module):
+        def forward_features(self, x):
+            return x.flatten(1)
+    with pytest.raises(TypeError, match="get_classifier"):
+        engine.features(NoHead(), engine.data(blobs), with_logits=True)

@@ -410,6 +410,9 @@ class Engine:
         data = self.data(data) if not isinstance(data, DeviceData) else data
         was = model.training
         model = self.prepare(model).eval()
+        if with_logits and not hasattr(model, "get_classifier"):
+            raise TypeError(f"{type(model).__name__} has no get_classifier() for with_logits=True; "
+                            "models from advrbd_plugin.models have it, or call logits() apart")
         head = model.get_classifier() if with_logits else None
         rows, heads = [], []
         for idx in self.my_batches(data, batch_size, desc):
